@@ -1,0 +1,10 @@
+//! sip-core: the sans-IO SIP hot path of the 12345 switchboard.
+//!
+//! Bytes and time go in, bytes and timers come out. No sockets, no tokio, no clock.
+
+pub mod auth;
+pub mod framing;
+pub mod message;
+pub mod registrar;
+pub mod time;
+pub mod transaction;
