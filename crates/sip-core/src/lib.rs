@@ -2,9 +2,5 @@
 //!
 //! Bytes and time go in, bytes and timers come out. No sockets, no tokio, no clock.
 
-pub mod auth;
-pub mod framing;
 pub mod message;
-pub mod registrar;
 pub mod time;
-pub mod transaction;

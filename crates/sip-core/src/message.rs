@@ -1,0 +1,1164 @@
+//! sip-core's own view of SIP messages.
+//!
+//! rsip does the parsing and serializing; this module is the only place that knows it, so the parser can
+//! be swapped for a faster one behind the same types. Each message is parsed once: the fields the
+//! transaction layer and the proxy need on every message (top Via, Call-ID, CSeq, tags, Max-Forwards)
+//! are pulled out into [`Meta`] at parse time and never re-parsed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rsip::headers::UntypedHeader;
+use rsip::Header;
+
+pub use rsip::Method;
+
+/// The transport a message travelled over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// The token used in Via and in `transport=` URI parameters.
+    pub fn as_via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// Parse a Via or URI transport token, case-insensitively.
+    pub fn from_token(t: &str) -> Option<Transport> {
+        if t.eq_ignore_ascii_case("udp") {
+            Some(Transport::Udp)
+        } else if t.eq_ignore_ascii_case("tcp") {
+            Some(Transport::Tcp)
+        } else if t.eq_ignore_ascii_case("tls") {
+            Some(Transport::Tls)
+        } else {
+            None
+        }
+    }
+}
+
+/// Identifies one stream connection in the shell (TCP/TLS), so a response or a request to a registered
+/// contact can reuse it.
+pub type ConnId = u64;
+
+/// Where a message came from, or where one must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The stream connection, for TCP/TLS; `None` for UDP or when a new connection may be opened.
+    pub conn: Option<ConnId>,
+}
+
+/// The top Via of a message, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Via {
+    /// The transport token (`UDP`, `TCP`, ...), upper-cased as sent.
+    pub transport: Box<str>,
+    /// sent-by host, without brackets for IPv6.
+    pub host: Box<str>,
+    pub port: Option<u16>,
+    pub branch: Option<Box<str>>,
+    /// `Some(None)` for a bare `rport` (RFC 3581), `Some(Some(p))` when filled in.
+    pub rport: Option<Option<u16>>,
+    pub received: Option<Box<str>>,
+}
+
+impl Via {
+    /// `host:port` as it identifies the sender in transaction matching (§17.2.3).
+    pub fn sent_by(&self) -> (&str, u16) {
+        (&self.host, self.port.unwrap_or(5060))
+    }
+
+    /// Whether the branch carries the RFC 3261 magic cookie.
+    pub fn is_rfc3261(&self) -> bool {
+        self.branch
+            .as_deref()
+            .is_some_and(|b| b.starts_with("z9hG4bK"))
+    }
+}
+
+/// The fields every layer needs, extracted once at parse time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub via: Via,
+    /// Number of Via header field values (for stateless response forwarding).
+    pub via_count: usize,
+    pub call_id: Box<str>,
+    pub cseq: u32,
+    pub cseq_method: Method,
+    pub from_tag: Option<Box<str>>,
+    pub to_tag: Option<Box<str>>,
+    pub max_forwards: Option<u32>,
+}
+
+/// A parsed SIP request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) raw: rsip::Request,
+    pub meta: Meta,
+}
+
+/// A parsed SIP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub(crate) raw: rsip::Response,
+    pub meta: Meta,
+}
+
+/// Either kind of message.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+/// Why a message could not be accepted, and whether it can be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing in it can be answered (no request line, or no Via to send a response to): drop it.
+    #[error("unanswerable message dropped: {0}")]
+    Drop(&'static str),
+    /// A request that is broken but carries enough to answer: send `response` (a 400, 501, 505 ...).
+    #[error("bad request answered with {status}: {reason}")]
+    Answer {
+        status: u16,
+        reason: String,
+        /// The ready-to-send error response bytes.
+        response: Bytes,
+        /// The top Via of the broken request, to route the response.
+        via: Via,
+    },
+}
+
+impl Request {
+    pub fn method(&self) -> Method {
+        self.raw.method
+    }
+
+    /// The Request-URI as rsip parsed it.
+    pub fn uri(&self) -> &rsip::Uri {
+        &self.raw.uri
+    }
+
+    /// The user part of the Request-URI, if any.
+    pub fn uri_user(&self) -> Option<&str> {
+        self.raw.uri.auth.as_ref().map(|a| a.user.as_str())
+    }
+
+    /// The rsip request, for modules (auth, registrar) that read headers rsip types well.
+    pub fn rsip(&self) -> &rsip::Request {
+        &self.raw
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.raw.body
+    }
+
+    /// Values of every header named `name` (long or compact form), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        header_values(&self.raw.headers, name)
+    }
+
+    /// The first value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_values(&self.raw.headers, name).next()
+    }
+
+    /// Serialize to wire bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = String::with_capacity(512 + self.raw.body.len());
+        let _ = write!(out, "{} {} SIP/2.0\r\n", self.raw.method, self.raw.uri);
+        serialize_tail(out, &self.raw.headers, &self.raw.body)
+    }
+
+    /// Remove the first Route header value and return it. Comma-separated Route values are split.
+    pub fn pop_route(&mut self) -> Option<String> {
+        pop_first_value(&mut self.raw.headers, "Route")
+    }
+
+    /// The first Route value, unparsed (e.g. `<sip:10.0.0.1;lr>`).
+    pub fn top_route(&self) -> Option<String> {
+        header_values(&self.raw.headers, "Route").next()
+    }
+
+    /// Replace the Request-URI (loose/strict routing, retargeting).
+    pub fn set_uri(&mut self, uri: &str) -> Result<(), ParseError> {
+        let parsed =
+            rsip::Uri::try_from(uri).map_err(|_| ParseError::Drop("invalid target URI"))?;
+        self.raw.uri = parsed;
+        Ok(())
+    }
+
+    /// Take the last Route value off (strict-router compatibility, §16.4).
+    pub fn pop_last_route(&mut self) -> Option<String> {
+        let values: Vec<String> = header_values(&self.raw.headers, "Route").collect();
+        let last = values.last()?.clone();
+        remove_headers(&mut self.raw.headers, "Route");
+        for v in &values[..values.len() - 1] {
+            self.raw
+                .headers
+                .push(Header::Route(rsip::headers::Route::from(v.clone())));
+        }
+        Some(last)
+    }
+
+    /// Set Max-Forwards to `n`, replacing any value.
+    pub fn set_max_forwards(&mut self, n: u32) {
+        remove_headers(&mut self.raw.headers, "Max-Forwards");
+        // Max-Forwards goes after the Vias; position is not significant, but keep it near the top.
+        self.raw
+            .headers
+            .push(Header::MaxForwards(rsip::headers::MaxForwards::from(
+                n.to_string(),
+            )));
+        self.meta.max_forwards = Some(n);
+    }
+
+    /// Push a new top Via (a proxy forwarding the request, §16.6 item 8).
+    pub fn push_via(&mut self, value: String) {
+        let mut headers = Vec::with_capacity(self.raw.headers.iter().count() + 1);
+        headers.push(Header::Via(rsip::headers::Via::from(value)));
+        headers.extend(self.raw.headers.iter().cloned());
+        self.raw.headers = rsip::Headers::from(headers);
+    }
+
+    /// Insert a header before the first existing header of the same name, or append it.
+    pub fn prepend_header(&mut self, name: &str, value: String) {
+        let h = make_header(name, value);
+        let mut headers: Vec<Header> = self.raw.headers.iter().cloned().collect();
+        let pos = headers
+            .iter()
+            .position(|x| header_name_matches(x, name))
+            .unwrap_or(headers.len());
+        headers.insert(pos, h);
+        self.raw.headers = rsip::Headers::from(headers);
+    }
+
+    /// Append a header.
+    pub fn push_header(&mut self, name: &str, value: String) {
+        self.raw.headers.push(make_header(name, value));
+    }
+
+    /// Remove every header named `name`.
+    pub fn remove_header(&mut self, name: &str) {
+        remove_headers(&mut self.raw.headers, name);
+    }
+
+    /// Build a response to this request with the given status (§8.2.6): copies Via, From, To, Call-ID
+    /// and CSeq; adds `to_tag` to To when the request's To has no tag and the status is not 100.
+    pub fn response(&self, status: u16, reason: &str, to_tag: Option<&str>) -> ResponseBuilder {
+        let mut b = ResponseBuilder::new(status, reason);
+        for h in self.raw.headers.iter() {
+            match h {
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                    b.lines.push(header_line(h))
+                }
+                Header::To(to) => {
+                    let mut line = format!("To: {}", to.value());
+                    if status != 100 && self.meta.to_tag.is_none() {
+                        if let Some(tag) = to_tag {
+                            let _ = write!(line, ";tag={tag}");
+                        }
+                    }
+                    b.lines.push(line);
+                }
+                Header::Other(n, _) if is_compact_of(n, &["v", "f", "i", "t"]) => {
+                    b.lines.push(header_line(h))
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.raw.status_code.code()
+    }
+
+    pub fn is_provisional(&self) -> bool {
+        self.status() < 200
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status())
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.raw.body
+    }
+
+    /// The first value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_values(&self.raw.headers, name).next()
+    }
+
+    /// Values of every header named `name`.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        header_values(&self.raw.headers, name)
+    }
+
+    /// Remove the top Via value (a proxy forwarding a response upstream, §16.7 item 9).
+    pub fn pop_via(&mut self) -> Option<String> {
+        let v = pop_first_value(&mut self.raw.headers, "Via");
+        self.meta.via_count = self.meta.via_count.saturating_sub(1);
+        if let Some(next) = header_values(&self.raw.headers, "Via").next() {
+            if let Some(via) = parse_via(&next) {
+                self.meta.via = via;
+            }
+        }
+        v
+    }
+
+    /// Serialize to wire bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = String::with_capacity(512 + self.raw.body.len());
+        let _ = write!(out, "SIP/2.0 {}\r\n", self.raw.status_code);
+        serialize_tail(out, &self.raw.headers, &self.raw.body)
+    }
+}
+
+impl Message {
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Message::Request(r) => &r.meta,
+            Message::Response(r) => &r.meta,
+        }
+    }
+}
+
+/// Builds a response from copied header lines. Serializes straight to bytes: responses the proxy
+/// originates are never parsed again.
+#[derive(Debug, Clone)]
+pub struct ResponseBuilder {
+    status: u16,
+    reason: String,
+    lines: Vec<String>,
+    body: Option<(String, Vec<u8>)>,
+}
+
+impl ResponseBuilder {
+    pub fn new(status: u16, reason: &str) -> Self {
+        ResponseBuilder {
+            status,
+            reason: sanitize_reason(reason),
+            lines: Vec::with_capacity(8),
+            body: None,
+        }
+    }
+
+    /// Add a header line.
+    pub fn header(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.lines.push(format!("{name}: {value}"));
+        self
+    }
+
+    /// Add a header line in place.
+    pub fn push_header(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.lines.push(format!("{name}: {value}"));
+    }
+
+    /// Attach a body with its content type.
+    pub fn body(mut self, content_type: &str, body: Vec<u8>) -> Self {
+        self.body = Some((content_type.to_owned(), body));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Wire bytes of the response.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out =
+            BytesMut::with_capacity(256 + self.lines.iter().map(|l| l.len() + 2).sum::<usize>());
+        out.put_slice(format!("SIP/2.0 {} {}\r\n", self.status, self.reason).as_bytes());
+        for l in &self.lines {
+            out.put_slice(l.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"Server: switchboard\r\n");
+        match &self.body {
+            Some((ct, body)) => {
+                out.put_slice(
+                    format!(
+                        "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                out.put_slice(body);
+            }
+            None => out.put_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        out.freeze()
+    }
+
+    /// Parse the built response back (for the proxy, which keeps the last response of a server
+    /// transaction as a [`Response`]).
+    pub fn build(&self) -> Response {
+        match parse(&self.to_bytes()) {
+            Ok(Message::Response(r)) => r,
+            // Only lines copied from a request that parsed are in here, so this cannot fail short of an
+            // rsip bug; keep the daemon up and send a bare response.
+            _ => minimal_response(self.status, &self.reason),
+        }
+    }
+}
+
+fn minimal_response(status: u16, reason: &str) -> Response {
+    Response {
+        raw: rsip::Response {
+            status_code: rsip::StatusCode::Other(status, reason.to_owned()),
+            version: rsip::Version::V2,
+            headers: rsip::Headers::default(),
+            body: Vec::new(),
+        },
+        meta: Meta {
+            via: Via::default(),
+            via_count: 0,
+            call_id: "".into(),
+            cseq: 0,
+            cseq_method: Method::Options,
+            from_tag: None,
+            to_tag: None,
+            max_forwards: None,
+        },
+    }
+}
+
+/// Reason phrases must be one line of text; strip anything that would break the status line.
+fn sanitize_reason(r: &str) -> String {
+    r.chars().filter(|c| !c.is_control()).take(120).collect()
+}
+
+const COMPACT: &[(&str, &str)] = &[
+    ("v", "Via"),
+    ("f", "From"),
+    ("t", "To"),
+    ("i", "Call-ID"),
+    ("m", "Contact"),
+    ("l", "Content-Length"),
+    ("c", "Content-Type"),
+    ("e", "Content-Encoding"),
+    ("k", "Supported"),
+    ("s", "Subject"),
+    ("o", "Event"),
+    ("r", "Refer-To"),
+    ("b", "Referred-By"),
+    ("x", "Session-Expires"),
+];
+
+fn is_compact_of(n: &str, compacts: &[&str]) -> bool {
+    compacts.iter().any(|c| n.eq_ignore_ascii_case(c))
+}
+
+/// The long header name for `name`, expanding compact forms.
+pub fn canonical_name(name: &str) -> &str {
+    if name.len() == 1 {
+        for (c, long) in COMPACT {
+            if name.eq_ignore_ascii_case(c) {
+                return long;
+            }
+        }
+    }
+    name
+}
+
+fn header_name(h: &Header) -> &str {
+    match h {
+        Header::Via(_) => "Via",
+        Header::From(_) => "From",
+        Header::To(_) => "To",
+        Header::CallId(_) => "Call-ID",
+        Header::CSeq(_) => "CSeq",
+        Header::Contact(_) => "Contact",
+        Header::MaxForwards(_) => "Max-Forwards",
+        Header::Route(_) => "Route",
+        Header::RecordRoute(_) => "Record-Route",
+        Header::ContentLength(_) => "Content-Length",
+        Header::ContentType(_) => "Content-Type",
+        Header::Expires(_) => "Expires",
+        Header::MinExpires(_) => "Min-Expires",
+        Header::Authorization(_) => "Authorization",
+        Header::ProxyAuthorization(_) => "Proxy-Authorization",
+        Header::WwwAuthenticate(_) => "WWW-Authenticate",
+        Header::ProxyAuthenticate(_) => "Proxy-Authenticate",
+        Header::ProxyRequire(_) => "Proxy-Require",
+        Header::Require(_) => "Require",
+        Header::Supported(_) => "Supported",
+        Header::Allow(_) => "Allow",
+        Header::UserAgent(_) => "User-Agent",
+        Header::Server(_) => "Server",
+        Header::Event(_) => "Event",
+        Header::Other(n, _) => canonical_name(n),
+        _ => "",
+    }
+}
+
+fn header_value(h: &Header) -> String {
+    let line = h.to_string();
+    match line.split_once(':') {
+        Some((_, v)) => v.trim().to_owned(),
+        None => String::new(),
+    }
+}
+
+fn header_line(h: &Header) -> String {
+    h.to_string()
+}
+
+fn header_name_matches(h: &Header, name: &str) -> bool {
+    let n = header_name(h);
+    if !n.is_empty() {
+        return n.eq_ignore_ascii_case(name);
+    }
+    // Headers without an entry in header_name: compare the serialized name.
+    let line = h.to_string();
+    line.split_once(':')
+        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+}
+
+fn make_header(name: &str, value: String) -> Header {
+    match name {
+        "Via" => Header::Via(rsip::headers::Via::from(value)),
+        "Route" => Header::Route(rsip::headers::Route::from(value)),
+        "Record-Route" => Header::RecordRoute(rsip::headers::RecordRoute::from(value)),
+        _ => Header::Other(name.to_owned(), value),
+    }
+}
+
+fn header_values<'a>(
+    headers: &'a rsip::Headers,
+    name: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    headers
+        .iter()
+        .filter(move |h| header_name_matches(h, name))
+        .flat_map(|h| split_header_values(&header_value(h)))
+}
+
+/// Remove the first comma-separated value of the first header named `name`.
+fn pop_first_value(headers: &mut rsip::Headers, name: &str) -> Option<String> {
+    let mut out: Vec<Header> = Vec::with_capacity(headers.iter().count());
+    let mut popped = None;
+    for h in headers.iter() {
+        if popped.is_none() && header_name_matches(h, name) {
+            let mut values = split_header_values(&header_value(h));
+            if values.is_empty() {
+                continue;
+            }
+            popped = Some(values.remove(0));
+            if !values.is_empty() {
+                out.push(make_header(
+                    canonical_name(header_name(h)),
+                    values.join(", "),
+                ));
+            }
+            continue;
+        }
+        out.push(h.clone());
+    }
+    *headers = rsip::Headers::from(out);
+    popped
+}
+
+fn remove_headers(headers: &mut rsip::Headers, name: &str) {
+    headers.retain(|h| !header_name_matches(h, name));
+}
+
+/// Split a header value on commas that are not inside quotes or angle brackets.
+pub fn split_header_values(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth_angle = false;
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, c) in v.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => depth_angle = true,
+            '>' if !in_quotes => depth_angle = false,
+            ',' if !in_quotes && !depth_angle => {
+                let part = v[start..i].trim();
+                if !part.is_empty() {
+                    out.push(part.to_owned());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let part = v[start..].trim();
+    if !part.is_empty() {
+        out.push(part.to_owned());
+    }
+    out
+}
+
+fn serialize_tail(mut out: String, headers: &rsip::Headers, body: &[u8]) -> Bytes {
+    for h in headers.iter() {
+        if matches!(h, Header::ContentLength(_))
+            || matches!(h, Header::Other(n, _) if n.eq_ignore_ascii_case("l"))
+        {
+            continue;
+        }
+        let _ = write!(out, "{h}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    let mut b = BytesMut::with_capacity(out.len() + body.len());
+    b.put_slice(out.as_bytes());
+    b.put_slice(body);
+    b.freeze()
+}
+
+/// Parse a Via header value (only the first if comma-separated).
+pub fn parse_via(value: &str) -> Option<Via> {
+    let first = split_header_values(value).into_iter().next()?;
+    // "SIP / 2.0 / UDP host:port;params" — LWS is allowed around the slashes.
+    let mut parts = first.splitn(3, '/');
+    let proto = parts.next()?.trim();
+    let version = parts.next()?.trim();
+    let rest = parts.next()?.trim_start();
+    if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" {
+        return None;
+    }
+    let split = rest.find(|c: char| c.is_whitespace())?;
+    let transport = rest[..split].trim();
+    let rest = rest[split..].trim_start();
+    let (sent_by, params) = match rest.find(';') {
+        Some(i) => (rest[..i].trim(), &rest[i + 1..]),
+        None => (rest.trim(), ""),
+    };
+    let (host, port) = split_host_port(sent_by)?;
+    let mut via = Via {
+        transport: transport.to_ascii_uppercase().into(),
+        host: host.into(),
+        port,
+        ..Via::default()
+    };
+    for p in params.split(';') {
+        let (k, v) = match p.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (p.trim(), None),
+        };
+        if k.eq_ignore_ascii_case("branch") {
+            via.branch = v.map(Into::into);
+        } else if k.eq_ignore_ascii_case("rport") {
+            via.rport = Some(v.and_then(|v| v.parse().ok()));
+        } else if k.eq_ignore_ascii_case("received") {
+            via.received = v.map(Into::into);
+        }
+    }
+    Some(via)
+}
+
+/// Split `host[:port]`, handling `[v6]:port`. Returns None for an empty host or a bad port.
+pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &rest[..end];
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.trim().parse().ok()?),
+            None if after.trim().is_empty() => None,
+            None => return None,
+        };
+        return Some((host, port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            if h.is_empty() {
+                return None;
+            }
+            Some((h.trim(), Some(p.trim().parse().ok()?)))
+        }
+        _ if s.is_empty() => None,
+        _ => Some((s, None)),
+    }
+}
+
+/// The `tag` parameter of a From/To value (outside the URI's angle brackets).
+pub fn tag_param(value: &str) -> Option<&str> {
+    let after_uri = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value,
+    };
+    after_uri.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("tag").then(|| v.trim())
+    })
+}
+
+/// Where a response to a request with top Via `via`, received from `source`, goes (§18.2.2, RFC 3581).
+pub fn response_destination(via: &Via, source: Peer) -> Peer {
+    if source.transport.is_reliable() {
+        return source;
+    }
+    if via.rport.is_some() {
+        return source;
+    }
+    let port = via.port.unwrap_or(5060);
+    Peer {
+        addr: SocketAddr::new(source.addr.ip(), port),
+        ..source
+    }
+}
+
+/// Parse wire bytes into a message. Requests that are broken but answerable yield
+/// [`ParseError::Answer`] with the error response ready to send.
+pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+    let head_end = find_head_end(bytes);
+    let msg = match rsip::SipMessage::try_from(bytes) {
+        Ok(m) => m,
+        Err(e) => return Err(classify_failure(bytes, &e.to_string())),
+    };
+    match msg {
+        rsip::SipMessage::Request(mut r) => {
+            check_body_length(&mut r.headers, &mut r.body, head_end, bytes)
+                .map_err(|reason| answer_from_raw(bytes, 400, reason))?;
+            let meta =
+                extract_meta(&r.headers).map_err(|reason| answer_from_raw(bytes, 400, reason))?;
+            if meta.cseq_method != r.method {
+                return Err(answer_from_raw(
+                    bytes,
+                    400,
+                    "CSeq method does not match request method",
+                ));
+            }
+            Ok(Message::Request(Request { raw: r, meta }))
+        }
+        rsip::SipMessage::Response(mut r) => {
+            // A broken response cannot be answered; it is dropped.
+            check_body_length(&mut r.headers, &mut r.body, head_end, bytes)
+                .map_err(ParseError::Drop)?;
+            let meta = extract_meta(&r.headers).map_err(ParseError::Drop)?;
+            Ok(Message::Response(Response { raw: r, meta }))
+        }
+    }
+}
+
+fn find_head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+}
+
+/// On a datagram, Content-Length bounds the body: a longer body is truncated, a shorter one is an error
+/// (§18.3). rsip keeps whatever followed the headers.
+fn check_body_length(
+    headers: &mut rsip::Headers,
+    body: &mut Vec<u8>,
+    head_end: Option<usize>,
+    bytes: &[u8],
+) -> Result<(), &'static str> {
+    let mut declared = None;
+    for h in headers.iter() {
+        let is_cl = matches!(h, Header::ContentLength(_))
+            || matches!(h, Header::Other(n, _) if n.eq_ignore_ascii_case("l"));
+        if is_cl {
+            let v = header_value(h);
+            let n: usize = v.trim().parse().map_err(|_| "Invalid Content-Length")?;
+            if declared.is_some_and(|d| d != n) {
+                return Err("Conflicting Content-Length headers");
+            }
+            declared = Some(n);
+        }
+    }
+    let actual_body: &[u8] = match head_end {
+        Some(i) => &bytes[i..],
+        None => &[],
+    };
+    if let Some(n) = declared {
+        if n > actual_body.len() {
+            return Err("Content-Length larger than message body");
+        }
+        if body.len() != n {
+            *body = actual_body[..n].to_vec();
+        }
+    }
+    Ok(())
+}
+
+fn extract_meta(headers: &rsip::Headers) -> Result<Meta, &'static str> {
+    let mut via = None;
+    let mut via_count = 0;
+    let mut call_id = None;
+    let mut cseq = None;
+    let mut from = None;
+    let mut to = None;
+    let mut max_forwards = None;
+    for h in headers.iter() {
+        let name = header_name(h);
+        if name.eq_ignore_ascii_case("Via") {
+            let v = header_value(h);
+            via_count += split_header_values(&v).len();
+            if via.is_none() {
+                via = Some(parse_via(&v).ok_or("Malformed Via header")?);
+            }
+        } else if name.eq_ignore_ascii_case("Call-ID") {
+            if call_id.is_some() {
+                return Err("Duplicate Call-ID header");
+            }
+            call_id = Some(header_value(h));
+        } else if name.eq_ignore_ascii_case("CSeq") {
+            if cseq.is_some() {
+                return Err("Duplicate CSeq header");
+            }
+            cseq = Some(parse_cseq(&header_value(h)).ok_or("Malformed CSeq header")?);
+        } else if name.eq_ignore_ascii_case("From") {
+            if from.is_some() {
+                return Err("Duplicate From header");
+            }
+            from = Some(header_value(h));
+        } else if name.eq_ignore_ascii_case("To") {
+            if to.is_some() {
+                return Err("Duplicate To header");
+            }
+            to = Some(header_value(h));
+        } else if name.eq_ignore_ascii_case("Max-Forwards") {
+            let v = header_value(h);
+            max_forwards = Some(
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| "Malformed Max-Forwards header")?,
+            );
+        }
+    }
+    let via = via.ok_or("Missing Via header")?;
+    let call_id = call_id
+        .filter(|c| !c.is_empty())
+        .ok_or("Missing Call-ID header")?;
+    let (cseq, cseq_method) = cseq.ok_or("Missing CSeq header")?;
+    let from = from.ok_or("Missing From header")?;
+    let to = to.ok_or("Missing To header")?;
+    Ok(Meta {
+        via,
+        via_count,
+        call_id: call_id.into(),
+        cseq,
+        cseq_method,
+        from_tag: tag_param(&from).map(Into::into),
+        to_tag: tag_param(&to).map(Into::into),
+        max_forwards,
+    })
+}
+
+fn parse_cseq(v: &str) -> Option<(u32, Method)> {
+    let mut it = v.split_whitespace();
+    let n: u32 = it.next()?.parse().ok()?;
+    let m: Method = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((n, m))
+}
+
+/// rsip refused the message. Scan its raw lines to decide whether and how to answer.
+fn classify_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
+    let text = String::from_utf8_lossy(bytes);
+    let first = text.lines().next().unwrap_or("").trim_end();
+    if first.starts_with("SIP/") {
+        return ParseError::Drop("malformed response");
+    }
+    let mut parts = first.split(' ');
+    let method = parts.next().unwrap_or("");
+    let uri = parts.next().unwrap_or("");
+    let version = parts.next().unwrap_or("");
+    if method.is_empty() || !method.bytes().all(is_token_char) {
+        return ParseError::Drop("no request line");
+    }
+    if !version.eq_ignore_ascii_case("SIP/2.0") && version.starts_with("SIP/") {
+        return answer_from_raw(bytes, 505, "Version Not Supported");
+    }
+    if method.parse::<Method>().is_err() {
+        return answer_from_raw(bytes, 501, "Not Implemented");
+    }
+    let reason = if uri.is_empty() || rsip::Uri::try_from(uri).is_err() {
+        "Malformed Request-URI"
+    } else if rsip_error.to_ascii_lowercase().contains("header") {
+        "Malformed header"
+    } else {
+        "Malformed message"
+    };
+    answer_from_raw(bytes, 400, reason)
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Build an error response from the raw header lines of a message we could not (or would not) accept.
+/// Needs Via, From, To, Call-ID and CSeq; otherwise the message is dropped (§8.2.6 cannot be met).
+fn answer_from_raw(bytes: &[u8], status: u16, reason: &str) -> ParseError {
+    let text = String::from_utf8_lossy(bytes);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    // Unfold continuation lines (§7.3.1) before reading headers.
+    let mut lines: Vec<String> = Vec::new();
+    for l in head.split("\r\n").skip(1) {
+        if l.starts_with(' ') || l.starts_with('\t') {
+            if let Some(last) = lines.last_mut() {
+                last.push(' ');
+                last.push_str(l.trim());
+            }
+        } else {
+            lines.push(l.to_owned());
+        }
+    }
+    let mut b = ResponseBuilder::new(status, reason);
+    let mut via = None;
+    let mut need = [false; 4]; // From, To, Call-ID, CSeq
+    for l in &lines {
+        let Some((name, value)) = l.split_once(':') else {
+            continue;
+        };
+        let name = canonical_name(name.trim());
+        let value = value.trim();
+        let idx = ["From", "To", "Call-ID", "CSeq"]
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name));
+        if name.eq_ignore_ascii_case("Via") {
+            if via.is_none() {
+                via = parse_via(value);
+            }
+            b.push_header("Via", value);
+        } else if let Some(i) = idx {
+            if !need[i] {
+                need[i] = true;
+                if i == 1 && tag_param(value).is_none() {
+                    b.push_header("To", format_args!("{value};tag=sb400"));
+                } else {
+                    b.push_header(["From", "To", "Call-ID", "CSeq"][i], value);
+                }
+            }
+        }
+    }
+    match via {
+        Some(via) if need.iter().all(|x| *x) => ParseError::Answer {
+            status,
+            reason: reason.to_owned(),
+            response: b.to_bytes(),
+            via,
+        },
+        _ => ParseError::Drop("not enough headers to answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:8001@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:8001@127.0.0.1>\r\n\
+From: \"Caller\" <sip:13800000000@127.0.0.2>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:caller@127.0.0.2>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\r\nv=0\n";
+
+    fn req(s: &str) -> Request {
+        match parse(s.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn meta_is_extracted_once() {
+        let r = req(INVITE);
+        assert_eq!(r.method(), Method::Invite);
+        assert_eq!(&*r.meta.call_id, "a84b4c76e66710@pc33");
+        assert_eq!(r.meta.cseq, 314159);
+        assert_eq!(r.meta.cseq_method, Method::Invite);
+        assert_eq!(r.meta.from_tag.as_deref(), Some("1928301774"));
+        assert_eq!(r.meta.to_tag, None);
+        assert_eq!(r.meta.max_forwards, Some(70));
+        assert_eq!(r.meta.via.branch.as_deref(), Some("z9hG4bK776asdhds"));
+        assert_eq!(r.meta.via.rport, Some(None));
+        assert_eq!(r.meta.via.sent_by(), ("127.0.0.2", 5060));
+        assert_eq!(r.uri_user(), Some("8001"));
+        assert_eq!(r.body(), b"v=0\n");
+    }
+
+    #[test]
+    fn compact_headers_are_understood() {
+        let s = "OPTIONS sip:x@h SIP/2.0\r\nv: SIP/2.0/TCP h2;branch=z9hG4bKa\r\nf: <sip:a@b>;tag=1\r\nt: <sip:x@h>\r\ni: cid\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        let r = req(s);
+        assert_eq!(&*r.meta.call_id, "cid");
+        assert_eq!(&*r.meta.via.transport, "TCP");
+        assert_eq!(r.meta.via.sent_by(), ("h2", 5060));
+    }
+
+    #[test]
+    fn serializes_with_correct_content_length() {
+        let r = req(INVITE);
+        let b = r.to_bytes();
+        let again = req(std::str::from_utf8(&b).unwrap());
+        assert_eq!(again.body(), b"v=0\n");
+        assert!(std::str::from_utf8(&b)
+            .unwrap()
+            .contains("Content-Length: 4\r\n"));
+    }
+
+    #[test]
+    fn body_longer_than_content_length_is_truncated() {
+        let s = INVITE.replace("Content-Length: 4", "Content-Length: 2");
+        assert_eq!(req(&s).body(), b"v=");
+    }
+
+    #[test]
+    fn body_shorter_than_content_length_gets_400() {
+        let s = INVITE.replace("Content-Length: 4", "Content-Length: 400");
+        match parse(s.as_bytes()) {
+            Err(ParseError::Answer {
+                status: 400,
+                reason,
+                response,
+                ..
+            }) => {
+                assert!(reason.contains("Content-Length"), "{reason}");
+                let text = std::str::from_utf8(&response).unwrap();
+                assert!(text.starts_with("SIP/2.0 400 "));
+                assert!(text.contains("Call-ID: a84b4c76e66710@pc33"));
+                assert!(text.contains("To: <sip:8001@127.0.0.1>;tag="));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_call_id_gets_400_or_drop() {
+        let s = INVITE.replace("Call-ID: a84b4c76e66710@pc33\r\n", "");
+        // Without a Call-ID the 400 cannot echo one, so it is dropped.
+        assert!(matches!(parse(s.as_bytes()), Err(ParseError::Drop(_))));
+    }
+
+    #[test]
+    fn cseq_method_mismatch_gets_400() {
+        let s = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
+        assert!(matches!(
+            parse(s.as_bytes()),
+            Err(ParseError::Answer { status: 400, .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_method_gets_501() {
+        let s = INVITE
+            .replace("INVITE sip:", "FOOBAR sip:")
+            .replace("314159 INVITE", "314159 FOOBAR");
+        match parse(s.as_bytes()) {
+            Err(ParseError::Answer { status, .. }) => assert_eq!(status, 501),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn junk_is_dropped() {
+        assert!(matches!(
+            parse(b"\x00\x01garbage"),
+            Err(ParseError::Drop(_))
+        ));
+        assert!(matches!(parse(b""), Err(ParseError::Drop(_))));
+    }
+
+    #[test]
+    fn route_manipulation() {
+        let s = INVITE.replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRoute: <sip:127.0.0.1;lr>, <sip:10.0.0.9;lr>\r\nRoute: <sip:10.0.0.10>\r\n",
+        );
+        let mut r = req(&s);
+        assert_eq!(r.top_route().as_deref(), Some("<sip:127.0.0.1;lr>"));
+        assert_eq!(r.pop_route().as_deref(), Some("<sip:127.0.0.1;lr>"));
+        assert_eq!(r.top_route().as_deref(), Some("<sip:10.0.0.9;lr>"));
+        assert_eq!(r.pop_last_route().as_deref(), Some("<sip:10.0.0.10>"));
+        assert_eq!(
+            r.header_values("Route").collect::<Vec<_>>(),
+            vec!["<sip:10.0.0.9;lr>"]
+        );
+    }
+
+    #[test]
+    fn push_via_goes_on_top_and_pop_via_restores() {
+        let mut r = req(INVITE);
+        r.push_via("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsb1".into());
+        let bytes = r.to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let first_via = text.lines().find(|l| l.starts_with("Via")).unwrap();
+        assert!(first_via.contains("z9hG4bKsb1"));
+        // A response to it, as a downstream UAS would send.
+        let reparsed = req(text);
+        let resp = reparsed.response(180, "Ringing", Some("abc")).build();
+        assert_eq!(resp.meta.via.branch.as_deref(), Some("z9hG4bKsb1"));
+        let mut resp = resp;
+        resp.pop_via();
+        assert_eq!(resp.meta.via.branch.as_deref(), Some("z9hG4bK776asdhds"));
+        assert_eq!(resp.meta.to_tag.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn via_parsing_edge_cases() {
+        let v = parse_via(
+            "SIP / 2.0 / UDP [2001:db8::1]:5070 ; branch=z9hG4bKx;received=1.2.3.4;rport=9",
+        )
+        .unwrap();
+        assert_eq!(&*v.host, "2001:db8::1");
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.rport, Some(Some(9)));
+        assert_eq!(v.received.as_deref(), Some("1.2.3.4"));
+        assert!(parse_via("SIP/3.0/UDP h").is_none());
+        assert!(parse_via("garbage").is_none());
+    }
+
+    #[test]
+    fn response_destination_follows_rport() {
+        let src = Peer {
+            transport: Transport::Udp,
+            addr: "10.1.1.1:40000".parse().unwrap(),
+            conn: None,
+        };
+        let mut via = parse_via("SIP/2.0/UDP 192.168.1.5:5062;branch=z9hG4bKx").unwrap();
+        assert_eq!(
+            response_destination(&via, src).addr,
+            "10.1.1.1:5062".parse().unwrap()
+        );
+        via.rport = Some(None);
+        assert_eq!(
+            response_destination(&via, src).addr,
+            "10.1.1.1:40000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn split_values_respects_quotes_and_brackets() {
+        let v = split_header_values("\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>");
+        assert_eq!(v.len(), 2);
+    }
+}
