@@ -1162,3 +1162,10 @@ Content-Length: 4\r\n\r\nv=0\n";
         assert_eq!(v.len(), 2);
     }
 }
+
+/// Two responses are equal when they serialize to the same bytes (tests compare transaction output).
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
