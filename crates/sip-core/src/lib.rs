@@ -3,5 +3,6 @@
 //! Bytes and time go in, bytes and timers come out. No sockets, no tokio, no clock.
 
 pub mod message;
+pub mod proxy;
 pub mod time;
 pub mod transaction;

@@ -217,6 +217,50 @@ impl Request {
         Some(last)
     }
 
+    /// Add `received` (and fill `rport`) on the top Via from the real source address (§18.2.1,
+    /// RFC 3581), so responses find their way back through NAT.
+    pub fn stamp_received(&mut self, source: SocketAddr) {
+        let via = &self.meta.via;
+        let ip = source.ip().to_string();
+        let need_received = via.host.trim_start_matches('[').trim_end_matches(']') != ip;
+        let fill_rport = via.rport == Some(None);
+        if !need_received && !fill_rport {
+            return;
+        }
+        let mut done = false;
+        let mut headers: Vec<Header> = Vec::with_capacity(self.raw.headers.iter().count());
+        for h in self.raw.headers.iter() {
+            if !done && header_name(h).eq_ignore_ascii_case("Via") {
+                done = true;
+                let mut values = split_header_values(&header_value(h));
+                if let Some(first) = values.first_mut() {
+                    let mut params: Vec<String> = first
+                        .split(';')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| {
+                            let k = p.split('=').next().unwrap_or("").trim();
+                            !(k.eq_ignore_ascii_case("received")
+                                || (fill_rport && k.eq_ignore_ascii_case("rport")))
+                        })
+                        .collect();
+                    params.push(format!("received={ip}"));
+                    if fill_rport {
+                        params.push(format!("rport={}", source.port()));
+                    }
+                    *first = params.join(";");
+                }
+                headers.push(Header::Via(rsip::headers::Via::from(values.join(", "))));
+                continue;
+            }
+            headers.push(h.clone());
+        }
+        self.raw.headers = rsip::Headers::from(headers);
+        self.meta.via.received = Some(ip.into());
+        if fill_rport {
+            self.meta.via.rport = Some(Some(source.port()));
+        }
+    }
+
     /// Set Max-Forwards to `n`, replacing any value.
     pub fn set_max_forwards(&mut self, n: u32) {
         remove_headers(&mut self.raw.headers, "Max-Forwards");
@@ -324,6 +368,11 @@ impl Response {
             }
         }
         v
+    }
+
+    /// Change the status line (a proxy turning a 503 into a 500, §16.7).
+    pub fn set_status(&mut self, status: u16, reason: &str) {
+        self.raw.status_code = rsip::StatusCode::Other(status, sanitize_reason(reason));
     }
 
     /// Serialize to wire bytes.

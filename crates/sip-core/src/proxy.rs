@@ -1,0 +1,1690 @@
+//! The transaction-stateful proxy of RFC 3261 §16, sans IO.
+//!
+//! The proxy owns the transaction tables, the response contexts that tie a server transaction to its
+//! client branches, and one timer queue. It does the mechanics the RFC prescribes (retransmission
+//! absorption, Max-Forwards, loop detection, Route processing, Record-Route, Via, best-response
+//! selection, CANCEL, Timer C) and leaves policy to the application:
+//!
+//! * every new out-of-dialog request becomes an [`Event::Request`]; the application answers it with
+//!   [`Proxy::respond`] or sends it on with [`Proxy::forward`];
+//! * in-dialog requests that carry our own Record-Route (signed, so we are no open relay) are forwarded
+//!   by the proxy itself and reported with [`Event::InDialog`].
+//!
+//! Drive it like quinn-proto: feed [`Proxy::handle_message`] and [`Proxy::handle_timeout`], then drain
+//! [`Proxy::poll_output`] and re-arm one timer at [`Proxy::poll_timeout`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::message::{
+    self, parse, response_destination, split_host_port, Message, Method, ParseError, Peer, Request,
+    Response, ResponseBuilder, Transport,
+};
+use crate::time::Instant;
+use crate::transaction::{
+    InviteClient, InviteServer, NonInviteClient, NonInviteServer, TimerConfig, TxAction, TxKey,
+};
+
+/// One address the proxy listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Proxy settings. Timers follow Kamailio's tm names in the daemon's config.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub timers: TimerConfig,
+    /// Timer C (§16.6 item 11): how long an INVITE branch may go without a provisional response.
+    pub timer_c: Duration,
+    pub listeners: Vec<Listener>,
+    /// Host names that also mean this proxy in Route headers and Request-URIs.
+    pub aliases: Vec<String>,
+    /// Secret that signs our Record-Route entries, so only dialogs we set up are routed by Route.
+    pub rr_secret: [u8; 32],
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            timers: TimerConfig::default(),
+            timer_c: Duration::from_secs(180),
+            listeners: Vec::new(),
+            aliases: Vec::new(),
+            rr_secret: [0; 32],
+        }
+    }
+}
+
+/// Identifies a server transaction (and its response context) towards the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ClientId(u64);
+
+/// Where and how to send a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The new Request-URI.
+    pub uri: String,
+    /// The next hop.
+    pub peer: Peer,
+}
+
+/// What the proxy hands to the application.
+#[derive(Debug)]
+pub enum Event {
+    /// A new request that needs a decision: [`Proxy::respond`] or [`Proxy::forward`].
+    Request {
+        id: ServerId,
+        request: Request,
+        source: Peer,
+    },
+    /// The proxy forwarded an in-dialog request along our Record-Route (BYE, re-INVITE, ...).
+    InDialog {
+        method: Method,
+        call_id: Box<str>,
+        source: Peer,
+    },
+    /// A response from a branch reached the context (after the proxy forwarded it, or kept it as a
+    /// candidate for the best response).
+    BranchResponse {
+        id: ServerId,
+        status: u16,
+        target: String,
+    },
+    /// Every branch failed and no 2xx was sent. With [`FailurePolicy::AskApplication`] the
+    /// application now either forwards again or calls [`Proxy::send_best_response`].
+    BranchesFailed { id: ServerId, best_status: u16 },
+    /// The caller cancelled the INVITE (the proxy has answered the CANCEL and ended the branches).
+    Cancelled { id: ServerId },
+    /// The server transaction is finished: a final response went upstream with this status.
+    Finished { id: ServerId, status: u16 },
+}
+
+/// What happens when every branch of a context has failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Send the best response upstream at once (§16.7 item 6).
+    SendBest,
+    /// Report [`Event::BranchesFailed`] and let the application try more targets.
+    AskApplication,
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: Peer,
+    pub bytes: Bytes,
+}
+
+/// Everything the proxy produces, in order.
+#[derive(Debug)]
+pub enum Output {
+    Transmit(Transmit),
+    Event(Event),
+}
+
+/// Errors of the application-facing calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no such server transaction (it ended, or the caller cancelled)")]
+    UnknownTransaction,
+    #[error("a final response was already sent")]
+    AlreadyFinal,
+    #[error("no target to forward to")]
+    NoTarget,
+}
+
+enum ServerKind {
+    Invite(InviteServer),
+    NonInvite(NonInviteServer),
+}
+
+struct ServerEntry {
+    key: TxKey,
+    kind: ServerKind,
+    /// Where responses go (§18.2.2, RFC 3581).
+    peer: Peer,
+    request: Request,
+    to_tag: Box<str>,
+    ctx: Option<Context>,
+    /// The application was told about the request and may still answer it.
+    with_app: bool,
+}
+
+enum ClientKind {
+    Invite(InviteClient),
+    NonInvite(NonInviteClient),
+}
+
+struct ClientEntry {
+    key: TxKey,
+    kind: ClientKind,
+    peer: Peer,
+    /// The server transaction and branch index this client transaction works for; None for the
+    /// CANCELs we send.
+    owner: Option<(ServerId, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Trying,
+    Proceeding,
+    Done(u16),
+}
+
+struct Branch {
+    client: Option<ClientId>,
+    state: BranchState,
+    final_response: Option<Response>,
+    timer_c: Option<Instant>,
+    /// CANCEL requested before any provisional arrived (§9.1: send it once one does).
+    cancel_pending: bool,
+    uri: String,
+}
+
+struct Context {
+    branches: Vec<Branch>,
+    answered: bool,
+    cancelled: bool,
+    policy: FailurePolicy,
+    failure_reported: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(ServerId),
+    Client(ClientId),
+    TimerC(ServerId, usize),
+}
+
+/// The proxy core. One per worker; it is not shared.
+pub struct Proxy {
+    cfg: ProxyConfig,
+    servers: HashMap<ServerId, ServerEntry>,
+    server_keys: HashMap<TxKey, ServerId>,
+    clients: HashMap<ClientId, ClientEntry>,
+    client_keys: HashMap<TxKey, ClientId>,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Output>,
+    next_id: u64,
+    /// Salt mixed into branches and tags, so two proxies never collide.
+    salt: u64,
+}
+
+impl Proxy {
+    pub fn new(cfg: ProxyConfig, salt: u64) -> Self {
+        Proxy {
+            cfg,
+            servers: HashMap::new(),
+            server_keys: HashMap::new(),
+            clients: HashMap::new(),
+            client_keys: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            next_id: 1,
+            salt,
+        }
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.cfg
+    }
+
+    /// Number of live server and client transactions.
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// The next output to act on.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Proxy::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Feed one datagram or one framed stream message.
+    pub fn handle_message(&mut self, now: Instant, source: Peer, bytes: &[u8]) {
+        match parse(bytes) {
+            Ok(Message::Request(r)) => self.handle_request(now, source, r),
+            Ok(Message::Response(r)) => self.handle_response(now, r),
+            Err(ParseError::Answer { response, via, .. }) => {
+                let peer = response_destination(&via, source);
+                self.transmit(peer, response);
+            }
+            Err(ParseError::Drop(_)) => {}
+        }
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, r))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match r {
+                TimerRef::Server(id) => self.fire_server(now, id),
+                TimerRef::Client(id) => self.fire_client(now, id),
+                TimerRef::TimerC(id, b) => self.fire_timer_c(now, id, b, t),
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Application calls
+
+    /// Answer a request the application was given.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        response: ResponseBuilder,
+    ) -> Result<(), ProxyError> {
+        let entry = self
+            .servers
+            .get(&id)
+            .ok_or(ProxyError::UnknownTransaction)?;
+        if server_is_final(entry) {
+            return Err(ProxyError::AlreadyFinal);
+        }
+        let status = response.status();
+        let bytes = response.to_bytes();
+        self.send_on_server(now, id, status, bytes);
+        Ok(())
+    }
+
+    /// A response builder for the request of `id`, with Via, From, To (tagged), Call-ID and CSeq copied.
+    pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
+        let e = self.servers.get(&id)?;
+        Some(e.request.response(status, reason, Some(&e.to_tag)))
+    }
+
+    /// Send the request of `id` to `targets` in parallel (§16.5–16.6).
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        targets: &[Target],
+        policy: FailurePolicy,
+    ) -> Result<(), ProxyError> {
+        if targets.is_empty() {
+            return Err(ProxyError::NoTarget);
+        }
+        let entry = self
+            .servers
+            .get_mut(&id)
+            .ok_or(ProxyError::UnknownTransaction)?;
+        if server_is_final(entry) {
+            return Err(ProxyError::AlreadyFinal);
+        }
+        entry.with_app = true;
+        let ctx = entry.ctx.get_or_insert_with(|| Context {
+            branches: Vec::new(),
+            answered: false,
+            cancelled: false,
+            policy,
+            failure_reported: false,
+        });
+        if ctx.cancelled {
+            return Err(ProxyError::UnknownTransaction);
+        }
+        ctx.policy = policy;
+        ctx.failure_reported = false;
+        let base = entry.request.clone();
+        let in_transport = entry.peer.transport;
+        for t in targets {
+            let mut req = base.clone();
+            if req.set_uri(&t.uri).is_err() {
+                continue;
+            }
+            self.start_branch(now, id, req, t.peer, in_transport, true);
+        }
+        Ok(())
+    }
+
+    /// Send the best final response collected so far (after [`Event::BranchesFailed`]).
+    pub fn send_best_response(&mut self, now: Instant, id: ServerId) -> Result<(), ProxyError> {
+        let entry = self
+            .servers
+            .get_mut(&id)
+            .ok_or(ProxyError::UnknownTransaction)?;
+        let ctx = entry.ctx.as_mut().ok_or(ProxyError::UnknownTransaction)?;
+        match best_response(ctx) {
+            Some(mut resp) => {
+                resp.pop_via();
+                let status = resp.status();
+                self.send_on_server(now, id, status, resp.to_bytes());
+                Ok(())
+            }
+            None => {
+                let b = self
+                    .response_for(id, 408, "Request Timeout")
+                    .ok_or(ProxyError::UnknownTransaction)?;
+                self.respond(now, id, b)
+            }
+        }
+    }
+
+    /// CANCEL every pending branch of `id` (ring timeout, queue reassignment).
+    pub fn cancel_branches(&mut self, now: Instant, id: ServerId) {
+        let n = self
+            .servers
+            .get(&id)
+            .and_then(|e| e.ctx.as_ref())
+            .map_or(0, |c| c.branches.len());
+        for b in 0..n {
+            self.cancel_branch(now, id, b);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Requests
+
+    fn handle_request(&mut self, now: Instant, source: Peer, mut req: Request) {
+        // RFC 3581 / §18.2.1: record where it really came from in the top Via.
+        req.stamp_received(source.addr);
+        let key = TxKey::server(&req);
+        let method = req.method();
+        if method == Method::Ack {
+            if let Some(&id) = self.server_keys.get(&key) {
+                if let Some(ServerEntry {
+                    kind: ServerKind::Invite(tx),
+                    ..
+                }) = self.servers.get_mut(&id)
+                {
+                    let a = tx.on_ack(now);
+                    self.apply_server_actions(id, a);
+                    self.schedule(TimerRef::Server(id), self.server_deadline(id));
+                    return;
+                }
+            }
+            // The ACK for a 2xx is end to end: route it statelessly along our Record-Route.
+            self.forward_stateless_ack(source, req);
+            return;
+        }
+        if let Some(&id) = self.server_keys.get(&key) {
+            let a = match self.servers.get_mut(&id).map(|e| &mut e.kind) {
+                Some(ServerKind::Invite(tx)) => tx.on_invite_retransmit(),
+                Some(ServerKind::NonInvite(tx)) => tx.on_retransmit(),
+                None => Vec::new(),
+            };
+            self.apply_server_actions(id, a);
+            return;
+        }
+        let peer = response_destination(&req.meta.via, source);
+        let reliable = source.transport.is_reliable();
+        let id = ServerId(self.alloc());
+        let kind = if method == Method::Invite {
+            ServerKind::Invite(InviteServer::new(reliable, self.cfg.timers))
+        } else {
+            ServerKind::NonInvite(NonInviteServer::new(reliable, self.cfg.timers))
+        };
+        let to_tag = self.tag(id.0);
+        self.servers.insert(
+            id,
+            ServerEntry {
+                key: key.clone(),
+                kind,
+                peer,
+                request: req.clone(),
+                to_tag,
+                ctx: None,
+                with_app: false,
+            },
+        );
+        self.server_keys.insert(key, id);
+
+        if method == Method::Invite {
+            // §16.2: answer 100 at once so the upstream stops retransmitting.
+            let trying = req.response(100, "Trying", None).to_bytes();
+            self.send_on_server(now, id, 100, trying);
+        }
+        if method == Method::Cancel {
+            self.handle_cancel(now, id, &req);
+            return;
+        }
+        if let Some((status, reason)) = self.validate(&req) {
+            self.reply(now, id, status, reason);
+            return;
+        }
+        match self.route_processing(&mut req) {
+            RouteResult::NotOurs => {}
+            RouteResult::BadSignature => {
+                self.reply(now, id, 403, "Forbidden (Route not issued by this proxy)");
+                return;
+            }
+            RouteResult::InDialog => {
+                let next = next_hop(&req);
+                match next {
+                    Some(peer) => {
+                        if let Some(e) = self.servers.get_mut(&id) {
+                            e.request = req.clone();
+                            e.ctx = Some(Context {
+                                branches: Vec::new(),
+                                answered: false,
+                                cancelled: false,
+                                policy: FailurePolicy::SendBest,
+                                failure_reported: false,
+                            });
+                        }
+                        self.out.push_back(Output::Event(Event::InDialog {
+                            method,
+                            call_id: req.meta.call_id.clone(),
+                            source,
+                        }));
+                        self.start_branch(now, id, req, peer, source.transport, false);
+                    }
+                    None => self.reply(now, id, 502, "Bad Gateway (next hop is not an IP address)"),
+                }
+                return;
+            }
+        }
+        if let Some(e) = self.servers.get_mut(&id) {
+            e.request = req.clone();
+            e.with_app = true;
+        }
+        self.out.push_back(Output::Event(Event::Request {
+            id,
+            request: req,
+            source,
+        }));
+    }
+
+    /// §16.3 request validation. Returns the error response, if any.
+    fn validate(&self, req: &Request) -> Option<(u16, &'static str)> {
+        if req.meta.max_forwards == Some(0) {
+            return Some((483, "Too Many Hops"));
+        }
+        if self.is_loop(req) {
+            return Some((482, "Loop Detected"));
+        }
+        if req.header("Proxy-Require").is_some() {
+            return Some((420, "Bad Extension"));
+        }
+        None
+    }
+
+    /// §16.3 item 4: a Via of ours whose loop-detection hash equals this request's is a loop; a
+    /// different hash is a legitimate spiral.
+    fn is_loop(&self, req: &Request) -> bool {
+        let hash = self.loop_hash(req);
+        req.header_values("Via").any(|v| {
+            let Some(via) = message::parse_via(&v) else {
+                return false;
+            };
+            let (h, p) = via.sent_by();
+            self.is_local(h, Some(p), Transport::from_token(&via.transport))
+                && via
+                    .branch
+                    .as_deref()
+                    .and_then(|b| b.strip_prefix("z9hG4bKsb"))
+                    .and_then(|b| b.split('.').next())
+                    == Some(hash.as_str())
+        })
+    }
+
+    fn loop_hash(&self, req: &Request) -> String {
+        let mut h = Sha256::new();
+        h.update(req.uri().to_string().as_bytes());
+        h.update(req.meta.call_id.as_bytes());
+        h.update(req.meta.from_tag.as_deref().unwrap_or("").as_bytes());
+        h.update(req.meta.to_tag.as_deref().unwrap_or("").as_bytes());
+        h.update(req.meta.cseq.to_le_bytes());
+        for n in ["Proxy-Require", "Proxy-Authorization"] {
+            for v in req.header_values(n) {
+                h.update(v.as_bytes());
+            }
+        }
+        hex::encode(&h.finalize()[..6])
+    }
+
+    /// §16.4 Route information preprocessing.
+    fn route_processing(&self, req: &mut Request) -> RouteResult {
+        // A strict router before us put our address in the Request-URI: restore the real target.
+        let uri = req.uri().to_string();
+        if let Some(u) = RouteUri::parse(&uri) {
+            if self.is_local(&u.host, u.port, u.transport) && req.top_route().is_some() {
+                if let Some(last) = req.pop_last_route() {
+                    if let Some(inner) = RouteUri::parse(&last) {
+                        let _ = req.set_uri(&inner.uri);
+                    }
+                }
+            }
+        }
+        let mut popped_ours = false;
+        while let Some(top) = req.top_route() {
+            let Some(r) = RouteUri::parse(&top) else {
+                break;
+            };
+            if !self.is_local(&r.host, r.port, r.transport) {
+                break;
+            }
+            if r.param("sbrr") != Some(self.rr_token(&req.meta.call_id).as_str()) {
+                return RouteResult::BadSignature;
+            }
+            req.pop_route();
+            popped_ours = true;
+        }
+        if popped_ours && req.meta.to_tag.is_some() {
+            RouteResult::InDialog
+        } else {
+            RouteResult::NotOurs
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, cancel_id: ServerId, cancel: &Request) {
+        // §9.2: the CANCEL matches the INVITE transaction with the same key but method INVITE.
+        let mut key = TxKey::server(cancel);
+        match &mut key {
+            TxKey::Server { method, .. } | TxKey::Rfc2543 { method, .. } => {
+                *method = crate::transaction::MethodKey::Invite
+            }
+            TxKey::Client { .. } => {}
+        }
+        let Some(&invite_id) = self.server_keys.get(&key) else {
+            self.reply(now, cancel_id, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        self.reply(now, cancel_id, 200, "OK");
+        let Some(entry) = self.servers.get_mut(&invite_id) else {
+            return;
+        };
+        if server_is_final(entry) {
+            return;
+        }
+        match entry.ctx.as_mut() {
+            Some(ctx)
+                if ctx
+                    .branches
+                    .iter()
+                    .any(|b| !matches!(b.state, BranchState::Done(_))) =>
+            {
+                ctx.cancelled = true;
+                self.cancel_branches(now, invite_id);
+            }
+            _ => {
+                // Not forwarded yet (the application holds it, e.g. queued): end it here.
+                if let Some(ctx) = entry.ctx.as_mut() {
+                    ctx.cancelled = true;
+                }
+                self.reply(now, invite_id, 487, "Request Terminated");
+            }
+        }
+        self.out
+            .push_back(Output::Event(Event::Cancelled { id: invite_id }));
+    }
+
+    /// The ACK for a 2xx travels end to end; it matches no transaction here.
+    fn forward_stateless_ack(&mut self, source: Peer, mut req: Request) {
+        if !matches!(self.route_processing(&mut req), RouteResult::InDialog) {
+            // An ACK for a response we did not route, or not for us at all: absorb it.
+            return;
+        }
+        let Some(peer) = next_hop(&req) else { return };
+        let Some(listener) = self.listener_for(peer.transport) else {
+            return;
+        };
+        // Stateless forwarding: the branch is a function of the incoming one (§16.11).
+        let mut h = Sha256::new();
+        h.update(req.meta.via.branch.as_deref().unwrap_or("").as_bytes());
+        h.update(self.salt.to_le_bytes());
+        let branch = format!("z9hG4bKsbA{}", hex::encode(&h.finalize()[..8]));
+        req.push_via(via_value(&listener, &branch));
+        if let Some(mf) = req.meta.max_forwards {
+            req.set_max_forwards(mf.saturating_sub(1));
+        }
+        self.out.push_back(Output::Event(Event::InDialog {
+            method: Method::Ack,
+            call_id: req.meta.call_id.clone(),
+            source,
+        }));
+        self.transmit(peer, req.to_bytes());
+    }
+
+    /// Prepare a copy of the request for one target and start its client transaction (§16.6).
+    fn start_branch(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        mut req: Request,
+        peer: Peer,
+        in_transport: Transport,
+        initial: bool,
+    ) {
+        let Some(listener) = self.listener_for(peer.transport) else {
+            return;
+        };
+        let method = req.method();
+        let mf = req.meta.max_forwards.map_or(70, |m| m.saturating_sub(1));
+        req.set_max_forwards(mf);
+        if initial && matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
+            // Record-Route so in-dialog requests come back through us; two entries when the transport
+            // changes (RFC 5658 double record-routing).
+            let token = self.rr_token(&req.meta.call_id);
+            if in_transport != peer.transport {
+                if let Some(l_in) = self.listener_for(in_transport) {
+                    req.prepend_header("Record-Route", rr_value(&l_in, &token));
+                }
+            }
+            req.prepend_header("Record-Route", rr_value(&listener, &token));
+        }
+        let cid = ClientId(self.alloc());
+        let branch = format!(
+            "z9hG4bKsb{}.{:x}{:x}",
+            self.loop_hash_for_forward(&req, id),
+            self.salt & 0xffff,
+            cid.0
+        );
+        req.push_via(via_value(&listener, &branch));
+        let key = TxKey::Client {
+            branch: branch.into(),
+            method: crate::transaction::MethodKey::of(method),
+        };
+        let reliable = peer.transport.is_reliable();
+        let Some(entry) = self.servers.get_mut(&id) else {
+            return;
+        };
+        let Some(ctx) = entry.ctx.as_mut() else {
+            return;
+        };
+        let bidx = ctx.branches.len();
+        let uri = req.uri().to_string();
+        let (kind, actions) = if method == Method::Invite {
+            let (tx, a) = InviteClient::start(now, req, reliable, self.cfg.timers);
+            (ClientKind::Invite(tx), a)
+        } else {
+            let (tx, a) = NonInviteClient::start(now, req.to_bytes(), reliable, self.cfg.timers);
+            (ClientKind::NonInvite(tx), a)
+        };
+        let timer_c = (method == Method::Invite).then(|| now + self.cfg.timer_c);
+        ctx.branches.push(Branch {
+            client: Some(cid),
+            state: BranchState::Trying,
+            final_response: None,
+            timer_c,
+            cancel_pending: false,
+            uri,
+        });
+        self.clients.insert(
+            cid,
+            ClientEntry {
+                key: key.clone(),
+                kind,
+                peer,
+                owner: Some((id, bidx)),
+            },
+        );
+        self.client_keys.insert(key, cid);
+        if let Some(t) = timer_c {
+            self.schedule(TimerRef::TimerC(id, bidx), Some(t));
+        }
+        self.apply_client_actions(now, cid, actions);
+    }
+
+    /// The loop-detection part of a branch is computed on the request as we received it.
+    fn loop_hash_for_forward(&self, _forwarded: &Request, id: ServerId) -> String {
+        match self.servers.get(&id) {
+            Some(e) => self.loop_hash(&e.request),
+            None => String::from("0"),
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Responses
+
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        let cid = TxKey::client_for_response(&resp).and_then(|k| self.client_keys.get(&k).copied());
+        let Some(cid) = cid else {
+            self.forward_stateless_response(resp);
+            return;
+        };
+        let actions = match self.clients.get_mut(&cid).map(|c| &mut c.kind) {
+            Some(ClientKind::Invite(tx)) => tx.on_response(now, resp),
+            Some(ClientKind::NonInvite(tx)) => tx.on_response(now, resp),
+            None => return,
+        };
+        self.apply_client_actions(now, cid, actions);
+    }
+
+    /// §16.11-style forwarding of a response that matches no transaction (a late 2xx retransmission):
+    /// pop our Via and send it to the next one.
+    fn forward_stateless_response(&mut self, mut resp: Response) {
+        let (h, p) = resp.meta.via.sent_by();
+        if !self.is_local(h, Some(p), Transport::from_token(&resp.meta.via.transport))
+            || resp.meta.via_count < 2
+        {
+            return;
+        }
+        resp.pop_via();
+        let via = &resp.meta.via;
+        let Some(transport) = Transport::from_token(&via.transport) else {
+            return;
+        };
+        let host = via.received.as_deref().unwrap_or(&via.host);
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return;
+        };
+        let port = match via.rport {
+            Some(Some(p)) => p,
+            _ => via.port.unwrap_or(5060),
+        };
+        self.transmit(
+            Peer {
+                transport,
+                addr: SocketAddr::new(ip, port),
+                conn: None,
+            },
+            resp.to_bytes(),
+        );
+    }
+
+    /// A branch's client transaction delivered a response: §16.7.
+    fn on_branch_response(&mut self, now: Instant, id: ServerId, b: usize, mut resp: Response) {
+        let status = resp.status();
+        let timer_c = self.cfg.timer_c;
+        let Some(branch) = self.branch_mut(id, b) else {
+            return;
+        };
+        let target = branch.uri.clone();
+        if status < 200 {
+            if matches!(branch.state, BranchState::Trying) {
+                branch.state = BranchState::Proceeding;
+            }
+            // Timer C restarts on every provisional (§16.7 item 2).
+            let rearm = branch.timer_c.is_some();
+            if rearm {
+                branch.timer_c = Some(now + timer_c);
+            }
+            let pending_cancel = std::mem::take(&mut branch.cancel_pending);
+            if rearm {
+                self.schedule(TimerRef::TimerC(id, b), Some(now + timer_c));
+            }
+            if pending_cancel {
+                self.cancel_branch(now, id, b);
+            }
+            if status == 100 {
+                return;
+            }
+            self.out
+                .push_back(Output::Event(Event::BranchResponse { id, status, target }));
+            if !server_is_final_id(&self.servers, id) {
+                resp.pop_via();
+                self.send_on_server(now, id, status, resp.to_bytes());
+            }
+            return;
+        }
+        branch.timer_c = None;
+        let first_final = !matches!(branch.state, BranchState::Done(_));
+        branch.state = BranchState::Done(status);
+        self.out
+            .push_back(Output::Event(Event::BranchResponse { id, status, target }));
+        let n = self
+            .servers
+            .get(&id)
+            .and_then(|e| e.ctx.as_ref())
+            .map_or(0, |c| c.branches.len());
+        if (200..300).contains(&status) {
+            // Every 2xx goes upstream at once (§16.7 item 5), and the other branches are cancelled.
+            if let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) {
+                ctx.answered = true;
+            }
+            resp.pop_via();
+            self.send_on_server(now, id, status, resp.to_bytes());
+            for other in (0..n).filter(|o| *o != b) {
+                self.cancel_branch(now, id, other);
+            }
+            return;
+        }
+        if !first_final {
+            return;
+        }
+        if let Some(branch) = self.branch_mut(id, b) {
+            branch.final_response = Some(resp);
+        }
+        if status >= 600 {
+            for other in (0..n).filter(|o| *o != b) {
+                self.cancel_branch(now, id, other);
+            }
+        }
+        self.check_all_done(now, id);
+    }
+
+    fn branch_mut(&mut self, id: ServerId, b: usize) -> Option<&mut Branch> {
+        self.servers.get_mut(&id)?.ctx.as_mut()?.branches.get_mut(b)
+    }
+
+    fn check_all_done(&mut self, now: Instant, id: ServerId) {
+        let Some(entry) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if server_is_final(entry) {
+            return;
+        }
+        let Some(ctx) = entry.ctx.as_mut() else {
+            return;
+        };
+        if ctx.answered
+            || ctx
+                .branches
+                .iter()
+                .any(|b| !matches!(b.state, BranchState::Done(_)))
+        {
+            return;
+        }
+        let best_status = best_response(ctx).map_or(408, |r| r.status());
+        let ask = ctx.policy == FailurePolicy::AskApplication && !ctx.cancelled;
+        if ask {
+            if !ctx.failure_reported {
+                ctx.failure_reported = true;
+                self.out
+                    .push_back(Output::Event(Event::BranchesFailed { id, best_status }));
+            }
+        } else {
+            let _ = self.send_best_response(now, id);
+        }
+    }
+
+    fn cancel_branch(&mut self, now: Instant, id: ServerId, b: usize) {
+        let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) else {
+            return;
+        };
+        let Some(branch) = ctx.branches.get_mut(b) else {
+            return;
+        };
+        match branch.state {
+            BranchState::Done(_) => {}
+            BranchState::Trying => branch.cancel_pending = true,
+            BranchState::Proceeding => {
+                let Some(cid) = branch.client else { return };
+                let Some(ClientEntry {
+                    kind: ClientKind::Invite(tx),
+                    peer,
+                    ..
+                }) = self.clients.get(&cid)
+                else {
+                    return;
+                };
+                let Some(cancel) = tx.cancel_request() else {
+                    return;
+                };
+                let peer = *peer;
+                let key = TxKey::Client {
+                    branch: cancel.meta.via.branch.clone().unwrap_or_default(),
+                    method: crate::transaction::MethodKey::Cancel,
+                };
+                if self.client_keys.contains_key(&key) {
+                    return;
+                }
+                let (tx, actions) = NonInviteClient::start(
+                    now,
+                    cancel.to_bytes(),
+                    peer.transport.is_reliable(),
+                    self.cfg.timers,
+                );
+                let ccid = ClientId(self.alloc());
+                self.clients.insert(
+                    ccid,
+                    ClientEntry {
+                        key: key.clone(),
+                        kind: ClientKind::NonInvite(tx),
+                        peer,
+                        owner: None,
+                    },
+                );
+                self.client_keys.insert(key, ccid);
+                self.apply_client_actions(now, ccid, actions);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Timers
+
+    fn fire_server(&mut self, now: Instant, id: ServerId) {
+        let due = self.server_deadline(id).is_some_and(|d| d <= now);
+        if !due {
+            return;
+        }
+        let a = match self.servers.get_mut(&id).map(|e| &mut e.kind) {
+            Some(ServerKind::Invite(tx)) => tx.on_timer(now),
+            Some(ServerKind::NonInvite(tx)) => tx.on_timer(now),
+            None => return,
+        };
+        self.apply_server_actions(id, a);
+        self.schedule(TimerRef::Server(id), self.server_deadline(id));
+    }
+
+    fn fire_client(&mut self, now: Instant, id: ClientId) {
+        let due = self.client_deadline(id).is_some_and(|d| d <= now);
+        if !due {
+            return;
+        }
+        let a = match self.clients.get_mut(&id).map(|c| &mut c.kind) {
+            Some(ClientKind::Invite(tx)) => tx.on_timer(now),
+            Some(ClientKind::NonInvite(tx)) => tx.on_timer(now),
+            None => return,
+        };
+        self.apply_client_actions(now, id, a);
+    }
+
+    /// Timer C (§16.8): CANCEL a branch that rang too long; a branch that never answered is a 408.
+    fn fire_timer_c(&mut self, now: Instant, id: ServerId, b: usize, at: Instant) {
+        let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) else {
+            return;
+        };
+        let Some(branch) = ctx.branches.get_mut(b) else {
+            return;
+        };
+        if branch.timer_c != Some(at) {
+            return; // re-armed by a provisional since
+        }
+        branch.timer_c = None;
+        match branch.state {
+            BranchState::Proceeding => self.cancel_branch(now, id, b),
+            BranchState::Trying => {
+                branch.state = BranchState::Done(408);
+                if let Some(cid) = branch.client.take() {
+                    self.remove_client(cid);
+                }
+                self.check_all_done(now, id);
+            }
+            BranchState::Done(_) => {}
+        }
+    }
+
+    fn server_deadline(&self, id: ServerId) -> Option<Instant> {
+        match self.servers.get(&id).map(|e| &e.kind) {
+            Some(ServerKind::Invite(tx)) => tx.next_deadline(),
+            Some(ServerKind::NonInvite(tx)) => tx.next_deadline(),
+            None => None,
+        }
+    }
+
+    fn client_deadline(&self, id: ClientId) -> Option<Instant> {
+        match self.clients.get(&id).map(|c| &c.kind) {
+            Some(ClientKind::Invite(tx)) => tx.next_deadline(),
+            Some(ClientKind::NonInvite(tx)) => tx.next_deadline(),
+            None => None,
+        }
+    }
+
+    fn schedule(&mut self, r: TimerRef, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, r)));
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Plumbing
+
+    fn reply(&mut self, now: Instant, id: ServerId, status: u16, reason: &str) {
+        if let Some(b) = self.response_for(id, status, reason) {
+            let _ = self.respond(now, id, b);
+        }
+    }
+
+    fn send_on_server(&mut self, now: Instant, id: ServerId, status: u16, bytes: Bytes) {
+        let a = match self.servers.get_mut(&id).map(|e| &mut e.kind) {
+            Some(ServerKind::Invite(tx)) => tx.send_response(now, status, bytes),
+            Some(ServerKind::NonInvite(tx)) => tx.send_response(now, status, bytes),
+            None => return,
+        };
+        let was_final = status >= 200 && !a.is_empty();
+        self.apply_server_actions(id, a);
+        self.schedule(TimerRef::Server(id), self.server_deadline(id));
+        if was_final {
+            let with_app = self.servers.get(&id).is_some_and(|e| e.with_app);
+            if with_app {
+                self.out
+                    .push_back(Output::Event(Event::Finished { id, status }));
+            }
+        }
+    }
+
+    fn apply_server_actions(&mut self, id: ServerId, actions: Vec<TxAction>) {
+        for a in actions {
+            match a {
+                TxAction::Send(bytes) => {
+                    if let Some(e) = self.servers.get(&id) {
+                        let peer = e.peer;
+                        self.transmit(peer, bytes);
+                    }
+                }
+                TxAction::Terminated => self.remove_server(id),
+                TxAction::AckTimeout | TxAction::Timeout | TxAction::Deliver(_) => {}
+            }
+        }
+    }
+
+    fn apply_client_actions(&mut self, now: Instant, id: ClientId, actions: Vec<TxAction>) {
+        for a in actions {
+            match a {
+                TxAction::Send(bytes) => {
+                    if let Some(c) = self.clients.get(&id) {
+                        let peer = c.peer;
+                        self.transmit(peer, bytes);
+                    }
+                }
+                TxAction::Deliver(resp) => {
+                    if let Some((sid, b)) = self.clients.get(&id).and_then(|c| c.owner) {
+                        self.on_branch_response(now, sid, b, *resp);
+                    }
+                }
+                TxAction::Timeout => {
+                    // Timer B/F: the branch behaves as if it got a 408 (§16.8).
+                    if let Some((sid, b)) = self.clients.get(&id).and_then(|c| c.owner) {
+                        if let Some(branch) = self
+                            .servers
+                            .get_mut(&sid)
+                            .and_then(|e| e.ctx.as_mut())
+                            .and_then(|c| c.branches.get_mut(b))
+                        {
+                            if !matches!(branch.state, BranchState::Done(_)) {
+                                branch.state = BranchState::Done(408);
+                                branch.timer_c = None;
+                                self.out.push_back(Output::Event(Event::BranchResponse {
+                                    id: sid,
+                                    status: 408,
+                                    target: branch.uri.clone(),
+                                }));
+                            }
+                        }
+                        self.check_all_done(now, sid);
+                    }
+                }
+                TxAction::Terminated => self.remove_client(id),
+                TxAction::AckTimeout => {}
+            }
+        }
+        self.schedule(TimerRef::Client(id), self.client_deadline(id));
+    }
+
+    fn remove_server(&mut self, id: ServerId) {
+        if let Some(e) = self.servers.remove(&id) {
+            if self.server_keys.get(&e.key) == Some(&id) {
+                self.server_keys.remove(&e.key);
+            }
+            // Branches still running keep their client transactions; they just lose their owner.
+            if let Some(ctx) = e.ctx {
+                for b in ctx.branches {
+                    if let Some(c) = b.client.and_then(|c| self.clients.get_mut(&c)) {
+                        c.owner = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_client(&mut self, id: ClientId) {
+        if let Some(c) = self.clients.remove(&id) {
+            if self.client_keys.get(&c.key) == Some(&id) {
+                self.client_keys.remove(&c.key);
+            }
+        }
+    }
+
+    fn transmit(&mut self, peer: Peer, bytes: Bytes) {
+        self.out
+            .push_back(Output::Transmit(Transmit { peer, bytes }));
+    }
+
+    fn alloc(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn tag(&self, n: u64) -> Box<str> {
+        format!("sb{:x}{:x}", self.salt & 0xffff_ffff, n).into()
+    }
+
+    fn rr_token(&self, call_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.cfg.rr_secret);
+        h.update(call_id.as_bytes());
+        hex::encode(&h.finalize()[..6])
+    }
+
+    fn listener_for(&self, t: Transport) -> Option<Listener> {
+        self.cfg
+            .listeners
+            .iter()
+            .find(|l| l.transport == t)
+            .cloned()
+    }
+
+    /// Whether `host:port` names this proxy.
+    pub fn is_local(&self, host: &str, port: Option<u16>, transport: Option<Transport>) -> bool {
+        let default_port = if transport == Some(Transport::Tls) {
+            5061
+        } else {
+            5060
+        };
+        let port = port.unwrap_or(default_port);
+        let host_ip: Option<IpAddr> = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok();
+        let name_match = self
+            .cfg
+            .aliases
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host));
+        self.cfg.listeners.iter().any(|l| {
+            l.addr.port() == port
+                && (name_match
+                    || host_ip
+                        .is_some_and(|ip| ip == l.addr.ip() || (l.addr.ip().is_unspecified())))
+        })
+    }
+}
+
+enum RouteResult {
+    NotOurs,
+    InDialog,
+    BadSignature,
+}
+
+fn server_is_final(e: &ServerEntry) -> bool {
+    match &e.kind {
+        ServerKind::Invite(tx) => tx.is_final(),
+        ServerKind::NonInvite(tx) => tx.is_final(),
+    }
+}
+
+fn server_is_final_id(servers: &HashMap<ServerId, ServerEntry>, id: ServerId) -> bool {
+    servers.get(&id).is_none_or(server_is_final)
+}
+
+/// §16.7 item 6: a 6xx wins; else the lowest class; 503 becomes 500 upstream... (kept as-is here,
+/// see below); 401/407 challenges are preferred over other 4xx.
+fn best_response(ctx: &Context) -> Option<Response> {
+    let finals = ctx
+        .branches
+        .iter()
+        .filter_map(|b| b.final_response.as_ref());
+    let rank = |r: &Response| -> (u16, u16) {
+        let s = r.status();
+        let class = if s >= 600 { 0 } else { s / 100 };
+        let within = if s == 401 || s == 407 {
+            0
+        } else if s == 503 {
+            999
+        } else {
+            s
+        };
+        (class, within)
+    };
+    let best = finals.min_by_key(|r| rank(r))?.clone();
+    if best.status() == 503 {
+        // §16.7 item 6: a 503 is not passed upstream as is; the proxy says 500 instead.
+        let mut r = best;
+        r.set_status(500, "Server Internal Error");
+        return Some(r);
+    }
+    Some(best)
+}
+
+/// Next hop of an in-dialog request: the top Route if any, else the Request-URI.
+fn next_hop(req: &Request) -> Option<Peer> {
+    let u = match req.top_route() {
+        Some(r) => RouteUri::parse(&r)?,
+        None => RouteUri::parse(&req.uri().to_string())?,
+    };
+    u.peer()
+}
+
+fn via_value(l: &Listener, branch: &str) -> String {
+    format!(
+        "SIP/2.0/{} {};branch={branch};rport",
+        l.transport.as_via_token(),
+        fmt_addr(l.addr)
+    )
+}
+
+fn rr_value(l: &Listener, token: &str) -> String {
+    let t = match l.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+    };
+    format!("<sip:{}{t};lr;sbrr={token}>", fmt_addr(l.addr))
+}
+
+fn fmt_addr(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => v4.to_string(),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// The parts of a SIP URI that routing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUri {
+    /// The URI without angle brackets or header-field parameters.
+    pub uri: String,
+    pub sips: bool,
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub transport: Option<Transport>,
+    params: Vec<(String, Option<String>)>,
+}
+
+impl RouteUri {
+    /// Parse `<sip:user@host:port;params>` or a bare `sip:` URI.
+    pub fn parse(value: &str) -> Option<RouteUri> {
+        let v = value.trim();
+        let uri = match (v.find('<'), v.find('>')) {
+            (Some(a), Some(b)) if a < b => &v[a + 1..b],
+            _ => v.split(|c: char| c.is_whitespace()).next()?,
+        };
+        let (sips, rest) = if let Some(r) = strip_prefix_ci(uri, "sips:") {
+            (true, r)
+        } else {
+            (false, strip_prefix_ci(uri, "sip:")?)
+        };
+        let rest = rest.split('?').next()?;
+        let (userinfo, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let mut parts = hostpart.split(';');
+        let hp = parts.next()?;
+        let (host, port) = split_host_port(hp)?;
+        let mut params = Vec::new();
+        let mut transport = None;
+        for p in parts {
+            let (k, val) = match p.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_owned())),
+                None => (p.trim().to_ascii_lowercase(), None),
+            };
+            if k == "transport" {
+                transport = val.as_deref().and_then(Transport::from_token);
+            }
+            params.push((k, val));
+        }
+        if sips && transport.is_none() {
+            transport = Some(Transport::Tls);
+        }
+        Some(RouteUri {
+            uri: uri.to_owned(),
+            sips,
+            user: userinfo.map(|u| u.split(':').next().unwrap_or(u).to_owned()),
+            host: host.to_owned(),
+            port,
+            transport,
+            params,
+        })
+    }
+
+    /// The value of a URI parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The next-hop address, when the host is an IP literal (the core does no DNS).
+    pub fn peer(&self) -> Option<Peer> {
+        let ip: IpAddr = self.host.parse().ok()?;
+        let transport = self.transport.unwrap_or(Transport::Udp);
+        let port = self.port.unwrap_or(if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        });
+        Some(Peer {
+            transport,
+            addr: SocketAddr::new(ip, port),
+            conn: None,
+        })
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: &str = "127.0.0.2:5060";
+    const DOWN: &str = "127.0.0.5:5070";
+
+    fn proxy() -> Proxy {
+        let cfg = ProxyConfig {
+            listeners: vec![Listener {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:5060".parse().unwrap(),
+            }],
+            rr_secret: [7; 32],
+            ..ProxyConfig::default()
+        };
+        Proxy::new(cfg, 42)
+    }
+
+    fn udp(a: &str) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: a.parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    fn invite(branch: &str, mf: u32) -> String {
+        format!(
+            "INVITE sip:8001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch={branch}\r\nMax-Forwards: {mf}\r\n\
+To: <sip:8001@127.0.0.1>\r\nFrom: <sip:13800000000@127.0.0.2>;tag=ft\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:caller@127.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// Drain outputs: (transmits, events).
+    fn drain(p: &mut Proxy) -> (Vec<Transmit>, Vec<Event>) {
+        let (mut t, mut e) = (Vec::new(), Vec::new());
+        while let Some(o) = p.poll_output() {
+            match o {
+                Output::Transmit(x) => t.push(x),
+                Output::Event(x) => e.push(x),
+            }
+        }
+        (t, e)
+    }
+
+    fn text(t: &Transmit) -> &str {
+        std::str::from_utf8(&t.bytes).unwrap()
+    }
+
+    /// A response from the downstream UAS to the request it received.
+    fn answer(received: &str, status: u16, reason: &str) -> Vec<u8> {
+        let req = match parse(received.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            _ => panic!(),
+        };
+        let mut b = req.response(status, reason, Some("uas"));
+        if (200..300).contains(&status) {
+            // Record-Route is copied into 2xx responses; a Contact says where the UAS is.
+            for rr in req.header_values("Record-Route") {
+                b.push_header("Record-Route", rr);
+            }
+            b.push_header("Contact", "<sip:8001@127.0.0.5:5070>");
+        }
+        b.to_bytes().to_vec()
+    }
+
+    /// Start a call: upstream INVITE, application forwards to DOWN. Returns the forwarded INVITE.
+    fn start_call(p: &mut Proxy, now: Instant) -> (ServerId, String) {
+        p.handle_message(now, udp(UP), invite("z9hG4bKup1", 70).as_bytes());
+        let (t, e) = drain(p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 100 Trying"));
+        let id = match &e[..] {
+            [Event::Request { id, request, .. }] => {
+                assert_eq!(request.uri_user(), Some("8001"));
+                *id
+            }
+            other => panic!("{other:?}"),
+        };
+        p.forward(
+            now,
+            id,
+            &[Target {
+                uri: "sip:8001@127.0.0.5:5070".into(),
+                peer: udp(DOWN),
+            }],
+            FailurePolicy::SendBest,
+        )
+        .unwrap();
+        let (t, _) = drain(p);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].peer.addr, DOWN.parse().unwrap());
+        (id, text(&t[0]).to_owned())
+    }
+
+    #[test]
+    fn forwards_invite_with_via_record_route_and_max_forwards() {
+        let mut p = proxy();
+        let (_, fwd) = start_call(&mut p, Instant::ZERO);
+        assert!(fwd.starts_with("INVITE sip:8001@127.0.0.5:5070 SIP/2.0\r\n"));
+        let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
+        assert_eq!(vias.len(), 2);
+        assert!(vias[0].contains("127.0.0.1:5060;branch=z9hG4bKsb"));
+        assert!(vias[1].contains("z9hG4bKup1"));
+        assert!(fwd.contains("Max-Forwards: 69"));
+        assert!(fwd.contains("Record-Route: <sip:127.0.0.1:5060;lr;sbrr="));
+    }
+
+    #[test]
+    fn full_call_with_ack_and_bye_through_record_route() {
+        let mut p = proxy();
+        let mut now = Instant::ZERO;
+        let (_, fwd) = start_call(&mut p, now);
+        now += Duration::from_millis(10);
+        p.handle_message(now, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 180 Ringing"));
+        assert_eq!(t[0].peer.addr, UP.parse().unwrap());
+        assert!(!text(&t[0]).contains("z9hG4bKsb"), "our Via is popped");
+        p.handle_message(now, udp(DOWN), &answer(&fwd, 200, "OK"));
+        let (t, e) = drain(&mut p);
+        assert!(text(&t[0]).starts_with("SIP/2.0 200 OK"));
+        assert!(e
+            .iter()
+            .any(|e| matches!(e, Event::Finished { status: 200, .. })));
+        let rr = text(&t[0])
+            .lines()
+            .find(|l| l.starts_with("Record-Route:"))
+            .unwrap()
+            .trim_start_matches("Record-Route: ")
+            .to_owned();
+        // The caller ACKs the 2xx along the route set, to the callee's Contact.
+        let ack = format!(
+            "ACK sip:8001@127.0.0.5:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKack1\r\nRoute: {rr}\r\nMax-Forwards: 70\r\n\
+To: <sip:8001@127.0.0.1>;tag=uas\r\nFrom: <sip:13800000000@127.0.0.2>;tag=ft\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        p.handle_message(now, udp(UP), ack.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].peer.addr, DOWN.parse().unwrap());
+        assert!(!text(&t[0]).contains("Route:"), "our Route is consumed");
+        // The callee hangs up: BYE to the caller's Contact, through us.
+        let bye = format!(
+            "BYE sip:caller@127.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.5:5070;branch=z9hG4bKbye1\r\nRoute: {rr}\r\nMax-Forwards: 70\r\n\
+From: <sip:8001@127.0.0.1>;tag=uas\r\nTo: <sip:13800000000@127.0.0.2>;tag=ft\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        p.handle_message(now, udp(DOWN), bye.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].peer.addr, UP.parse().unwrap());
+        assert!(matches!(
+            e[..],
+            [Event::InDialog {
+                method: Method::Bye,
+                ..
+            }]
+        ));
+        let fwd_bye = text(&t[0]).to_owned();
+        p.handle_message(now, udp(UP), &answer(&fwd_bye, 200, "OK"));
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 200 OK"));
+        assert_eq!(t[0].peer.addr, "127.0.0.5:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn forged_route_is_refused() {
+        let mut p = proxy();
+        let bye = "BYE sip:x@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.66:5060;branch=z9hG4bKevil\r\nRoute: <sip:127.0.0.1:5060;lr;sbrr=000000000000>\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        p.handle_message(Instant::ZERO, udp("127.0.0.66:5060"), bye.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(e.is_empty());
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 403"));
+    }
+
+    #[test]
+    fn retransmitted_invite_is_absorbed_and_gets_last_response() {
+        let mut p = proxy();
+        let (_, fwd) = start_call(&mut p, Instant::ZERO);
+        p.handle_message(Instant::ZERO, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+        drain(&mut p);
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKup1", 70).as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(e.is_empty(), "no second routing decision");
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 180"));
+    }
+
+    #[test]
+    fn max_forwards_zero_gets_483_and_loop_gets_482() {
+        let mut p = proxy();
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKmf", 0).as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(e.is_empty());
+        assert!(text(&t[1]).starts_with("SIP/2.0 483 Too Many Hops"));
+        // Send our own forwarded INVITE back to us unchanged: a loop.
+        let mut p = proxy();
+        let (_, fwd) = start_call(&mut p, Instant::ZERO);
+        let looped = fwd.replacen(
+            "INVITE sip:8001@127.0.0.5:5070",
+            "INVITE sip:8001@127.0.0.1",
+            1,
+        );
+        p.handle_message(Instant::ZERO, udp("127.0.0.1:5060"), looped.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert!(
+            t.iter()
+                .any(|t| text(t).starts_with("SIP/2.0 482 Loop Detected")),
+            "{:?}",
+            t
+        );
+    }
+
+    #[test]
+    fn cancel_before_answer_cancels_branch_and_caller_gets_487() {
+        let mut p = proxy();
+        let (id, fwd) = start_call(&mut p, Instant::ZERO);
+        p.handle_message(Instant::ZERO, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+        drain(&mut p);
+        let cancel = invite("z9hG4bKup1", 70)
+            .replace("INVITE sip:", "CANCEL sip:")
+            .replace("1 INVITE", "1 CANCEL");
+        p.handle_message(Instant::ZERO, udp(UP), cancel.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(text(&t[0]).starts_with("SIP/2.0 200 OK"), "CANCEL answered");
+        let down_cancel = t
+            .iter()
+            .find(|t| text(t).starts_with("CANCEL "))
+            .expect("CANCEL sent downstream");
+        assert_eq!(down_cancel.peer.addr, DOWN.parse().unwrap());
+        assert!(matches!(e[..], [Event::Cancelled { id: x }] if x == id));
+        // The UAS answers 487 to the INVITE: it goes upstream; the proxy ACKs it downstream.
+        p.handle_message(
+            Instant::ZERO,
+            udp(DOWN),
+            &answer(&fwd, 487, "Request Terminated"),
+        );
+        let (t, _) = drain(&mut p);
+        assert!(t
+            .iter()
+            .any(|t| text(t).starts_with("ACK ") && t.peer.addr == DOWN.parse().unwrap()));
+        assert!(t
+            .iter()
+            .any(|t| text(t).starts_with("SIP/2.0 487") && t.peer.addr == UP.parse().unwrap()));
+    }
+
+    #[test]
+    fn cancel_of_held_request_is_answered_487_here() {
+        let mut p = proxy();
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKq", 70).as_bytes());
+        drain(&mut p);
+        let cancel = invite("z9hG4bKq", 70)
+            .replace("INVITE sip:", "CANCEL sip:")
+            .replace("1 INVITE", "1 CANCEL");
+        p.handle_message(Instant::ZERO, udp(UP), cancel.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(t.iter().any(|t| text(t).starts_with("SIP/2.0 487")));
+        assert!(e.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+    }
+
+    #[test]
+    fn unanswered_branch_times_out_with_408_and_ringing_branch_is_cancelled_by_timer_c() {
+        let mut p = proxy();
+        let (_, _) = start_call(&mut p, Instant::ZERO);
+        // Nothing answers: Timer A retransmits, Timer B ends the branch, the caller gets 408.
+        let mut retransmits = 0;
+        while let Some(t) = p.poll_timeout() {
+            if t > Instant::ZERO + Duration::from_secs(40) {
+                break;
+            }
+            p.handle_timeout(t);
+            let (tx, _) = drain(&mut p);
+            retransmits += tx.iter().filter(|t| text(t).starts_with("INVITE")).count();
+            if let Some(r) = tx.iter().find(|t| text(t).starts_with("SIP/2.0 408")) {
+                assert_eq!(r.peer.addr, UP.parse().unwrap());
+                assert_eq!(retransmits, 6);
+                // Timer C: a branch that keeps ringing is cancelled after 180 s.
+                let mut p = proxy();
+                let (_, fwd) = start_call(&mut p, Instant::ZERO);
+                p.handle_message(Instant::ZERO, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+                drain(&mut p);
+                let c = Instant::ZERO + Duration::from_secs(180);
+                p.handle_timeout(c);
+                let (tx, _) = drain(&mut p);
+                assert!(tx.iter().any(|t| text(t).starts_with("CANCEL ")));
+                return;
+            }
+        }
+        panic!("no 408");
+    }
+
+    #[test]
+    fn best_response_prefers_6xx_and_maps_503_to_500() {
+        let mut p = proxy();
+        let (_, fwd) = start_call(&mut p, Instant::ZERO);
+        p.handle_message(
+            Instant::ZERO,
+            udp(DOWN),
+            &answer(&fwd, 503, "Service Unavailable"),
+        );
+        let (t, _) = drain(&mut p);
+        assert!(t.iter().any(|t| text(t).starts_with("SIP/2.0 500")));
+    }
+
+    #[test]
+    fn route_uri_parsing() {
+        let r = RouteUri::parse("<sip:10.0.0.1:5070;transport=TCP;lr;sbrr=ab>").unwrap();
+        assert_eq!(
+            r.peer().unwrap(),
+            Peer {
+                transport: Transport::Tcp,
+                addr: "10.0.0.1:5070".parse().unwrap(),
+                conn: None
+            }
+        );
+        assert_eq!(r.param("sbrr"), Some("ab"));
+        let u = RouteUri::parse("sip:8001@[::1]:5062").unwrap();
+        assert_eq!(u.user.as_deref(), Some("8001"));
+        assert_eq!(u.peer().unwrap().addr, "[::1]:5062".parse().unwrap());
+        assert!(RouteUri::parse("<tel:+8612345>").is_none());
+    }
+}
