@@ -1,0 +1,3 @@
+//! The 12345 switchboard daemon: the tokio shell around the sans-IO `sip-core`.
+
+pub mod transport;
