@@ -2,6 +2,7 @@
 //!
 //! Bytes and time go in, bytes and timers come out. No sockets, no tokio, no clock.
 
+pub mod framing;
 pub mod message;
 pub mod proxy;
 pub mod time;

@@ -776,6 +776,21 @@ pub fn response_destination(via: &Via, source: Peer) -> Peer {
     }
 }
 
+/// An error response that is ready to send, with the Via it answers.
+#[derive(Debug, Clone)]
+pub struct ErrorResponse {
+    pub bytes: Bytes,
+    pub via: Via,
+}
+
+/// The 513 for a message larger than we accept, when its headers allow an answer (§21.5.14).
+pub fn too_large_response(bytes: &[u8]) -> Option<ErrorResponse> {
+    match answer_from_raw(bytes, 513, "Message Too Large") {
+        ParseError::Answer { response, via, .. } => Some(ErrorResponse { bytes: response, via }),
+        ParseError::Drop(_) => None,
+    }
+}
+
 /// Parse wire bytes into a message. Requests that are broken but answerable yield
 /// [`ParseError::Answer`] with the error response ready to send.
 pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {

@@ -305,6 +305,16 @@ impl Proxy {
         Ok(())
     }
 
+    /// Answer with a response serialized elsewhere (the registrar builds its own).
+    pub fn respond_bytes(&mut self, now: Instant, id: ServerId, status: u16, bytes: Bytes) -> Result<(), ProxyError> {
+        let entry = self.servers.get(&id).ok_or(ProxyError::UnknownTransaction)?;
+        if server_is_final(entry) {
+            return Err(ProxyError::AlreadyFinal);
+        }
+        self.send_on_server(now, id, status, bytes);
+        Ok(())
+    }
+
     /// A response builder for the request of `id`, with Via, From, To (tagged), Call-ID and CSeq copied.
     pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
         let e = self.servers.get(&id)?;

@@ -1,3 +1,8 @@
 //! The 12345 switchboard daemon: the tokio shell around the sans-IO `sip-core`.
 
+pub mod app;
+pub mod config;
+pub mod daemon;
+pub mod ratelimit;
+pub mod redact;
 pub mod transport;

@@ -1,1 +1,106 @@
-fn main() {}
+//! `switchboard`: the 12345 switchboard daemon and its tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchboard::config::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "The 12345 government-service hotline switchboard")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = "deploy/switchboard.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config offline; print every problem as file:line:col: message.
+    Check {
+        #[arg(short, long, default_value = "deploy/switchboard.toml")]
+        config: PathBuf,
+    },
+    /// Print the HA1 hashes for an agent's password, for the [[agents]] table.
+    Ha1 {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        realm: String,
+        /// Read from the SWITCHBOARD_PASSWORD environment variable when absent.
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match config::load(&config) {
+            Ok(l) => {
+                println!(
+                    "{}: ok ({} listeners, {} trunks, {} agents)",
+                    config.display(),
+                    l.config.sip.listen.len(),
+                    l.trunks.len(),
+                    l.config.agents.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Ha1 { user, realm, password } => {
+            let Some(pw) = password.or_else(|| std::env::var("SWITCHBOARD_PASSWORD").ok()) else {
+                eprintln!("give --password or set SWITCHBOARD_PASSWORD");
+                return ExitCode::FAILURE;
+            };
+            use sip_core::auth::{ha1, DigestAlgorithm};
+            println!("ha1_md5 = \"{}\"", ha1(DigestAlgorithm::Md5, &user, &realm, &pw));
+            println!("ha1_sha256 = \"{}\"", ha1(DigestAlgorithm::Sha256, &user, &realm, &pw));
+            ExitCode::SUCCESS
+        }
+        Cmd::Run { config } => {
+            let loaded = match config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&loaded.config.log);
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(switchboard::daemon::run(loaded)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("fatal: {e:#}");
+                    eprintln!("switchboard: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(c: &config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&c.level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match c.format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}

@@ -37,29 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-/// The transport a message travelled on; goes into Via (`SIP/2.0/UDP`) and decides how replies are
-/// routed (§18.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// Datagrams: one message each, no connection.
-    Udp,
-    /// A TCP byte stream, framed by Content-Length.
-    Tcp,
-}
-
-impl Transport {
-    /// The transport token as written in a Via header.
-    pub const fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-}
-
-/// Identifies one connection for the life of the process; never reused, so a stale id cannot reach a
-/// newer connection that happens to come from the same address.
-pub type ConnId = u64;
+pub use sip_core::message::{ConnId, Transport};
 
 /// One complete SIP message as received, before parsing.
 #[derive(Debug, Clone)]

@@ -1,0 +1,300 @@
+//! The tokio shell: sockets, one core task, one timer, signals, and the registration file.
+//!
+//! All SIP state lives in one [`Switch`] owned by one task, so the hot path takes no locks. Receive
+//! tasks (one per UDP socket, one per TCP connection) hand complete messages over one bounded channel;
+//! the core task answers by sending straight on the sockets. The core never touches the disk:
+//! registrations are handed to a writer task as text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use sip_core::message::{Peer, Transport};
+use sip_core::proxy::Transmit;
+use sip_core::registrar::Registrar;
+use sip_core::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::app::Switch;
+use crate::config::{Loaded, TransportName};
+use crate::ratelimit::LogLimiter;
+use crate::transport::{Inbound, TcpLimits, TcpTransport};
+
+/// Capacity of the channel from receivers to the core. When it is full, UDP receivers drop (the
+/// peer retransmits) and TCP readers wait: memory stays bounded under a flood.
+const INBOUND_QUEUE: usize = 8192;
+
+/// The longest a graceful shutdown waits for open transactions.
+const DRAIN_LIMIT: Duration = Duration::from_secs(40);
+
+/// Run the daemon until SIGTERM (graceful) or SIGINT (fast).
+pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
+    let c = loaded.config.clone();
+    let clock = Clock::new();
+    let secret: [u8; 32] = rand::random();
+    let mut sw = Switch::new(&loaded, secret, rand::random());
+
+    let state_file = loaded.resolve(&c.registrar.state_file);
+    match std::fs::read_to_string(&state_file) {
+        Ok(text) => match sip_core::registrar::BindingRecord::from_text(&text) {
+            Ok(records) => {
+                let n = sw.restore_registrations(clock.now(), records);
+                info!(restored = n, file = %state_file.display(), "registrations restored");
+            }
+            Err(e) => warn!(file = %state_file.display(), %e, "registration file unreadable; starting empty"),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(file = %state_file.display(), %e, "cannot read registration file"),
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let mut udp: Vec<Arc<UdpSocket>> = Vec::new();
+    let mut tcp: Vec<TcpTransport> = Vec::new();
+    for l in &c.sip.listen {
+        let l = l.get_ref();
+        match l.transport {
+            TransportName::Udp => {
+                let sock = Arc::new(
+                    UdpSocket::bind(l.addr).await.with_context(|| format!("binding UDP {}", l.addr))?,
+                );
+                info!(addr = %l.addr, "listening on UDP");
+                tokio::spawn(udp_receiver(sock.clone(), tx.clone(), c.sip.max_message_bytes));
+                udp.push(sock);
+            }
+            TransportName::Tcp => {
+                let limits = TcpLimits {
+                    max_connections: c.sip.tcp_max_connections,
+                    max_message_bytes: c.sip.max_message_bytes,
+                    idle_timeout: Duration::from_secs(c.sip.tcp_idle_timeout_s),
+                    partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
+                    ..TcpLimits::default()
+                };
+                let t = TcpTransport::bind(l.addr, limits, tx.clone())
+                    .await
+                    .with_context(|| format!("binding TCP {}", l.addr))?;
+                info!(addr = %l.addr, "listening on TCP");
+                tcp.push(t);
+            }
+        }
+    }
+    drop(tx);
+    warn_demo_credentials(&loaded);
+
+    let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
+    let writer = tokio::spawn(state_writer(state_file.clone(), persist_rx));
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut out: Vec<Transmit> = Vec::with_capacity(16);
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut next_persist = tokio::time::Instant::now();
+    let sender = Sender { udp, tcp };
+
+    info!("switchboard running");
+    loop {
+        let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
+        let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let peer = Peer { transport: msg.transport, addr: msg.peer, conn: msg.conn };
+                sw.on_message(clock.now(), peer, &msg.bytes, &mut out);
+                // Take whatever else is already queued before sending, to batch the wakeups.
+                for _ in 0..64 {
+                    match rx.try_recv() {
+                        Ok(m) => {
+                            let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
+                            sw.on_message(clock.now(), peer, &m.bytes, &mut out);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {
+                sw.on_timeout(clock.now(), &mut out);
+            }
+            _ = sigterm.recv() => {
+                info!("SIGTERM: draining (no new calls; open transactions finish)");
+                sw.start_draining();
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+            }
+            _ = sigint.recv() => {
+                info!("SIGINT: exiting now");
+                break;
+            }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading is not implemented yet; the running config stays");
+            }
+        }
+        for t in out.drain(..) {
+            sender.send(t).await;
+        }
+        if sw.registrations_dirty && tokio::time::Instant::now() >= next_persist {
+            let text = export_text(&sw.registrar, clock.now());
+            if persist_tx.try_send(text).is_ok() {
+                sw.registrations_dirty = false;
+                next_persist = tokio::time::Instant::now() + Duration::from_secs(1);
+            }
+        }
+        if let Some(limit) = drain_until {
+            let (servers, clients) = sw.proxy.transaction_count();
+            if (servers == 0 && clients == 0) || tokio::time::Instant::now() >= limit {
+                info!(servers, clients, "drained; exiting");
+                break;
+            }
+        }
+    }
+    // Last write of the registrations, synchronously, so a restart finds them.
+    drop(persist_tx);
+    let _ = writer.await;
+    if let Err(e) = write_atomically(&state_file, &export_text(&sw.registrar, clock.now())) {
+        error!(file = %state_file.display(), %e, "could not save registrations");
+    }
+    info!("switchboard stopped");
+    Ok(())
+}
+
+fn export_text(reg: &Registrar, now: Instant) -> String {
+    sip_core::registrar::BindingRecord::to_text(&reg.export(now))
+}
+
+/// Maps tokio's clock onto sip-core's time line.
+struct Clock {
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock { start: tokio::time::Instant::now() }
+    }
+    fn now(&self) -> Instant {
+        Instant::from_origin(self.start.elapsed())
+    }
+    fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        self.start + t.since_origin()
+    }
+}
+
+struct Sender {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpTransport>,
+}
+
+impl Sender {
+    async fn send(&self, t: Transmit) {
+        match t.peer.transport {
+            Transport::Udp => {
+                let Some(sock) = self.udp_for(t.peer.addr) else {
+                    warn!(dest = %t.peer.addr, "no UDP listener for this address family");
+                    return;
+                };
+                match sock.try_send_to(&t.bytes, t.peer.addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let _ = sock.send_to(&t.bytes, t.peer.addr).await;
+                    }
+                    Err(e) => debug!(dest = %t.peer.addr, %e, "UDP send failed"),
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                let Some(tcp) = self.tcp.iter().find(|x| x.local_addr().is_ipv4() == t.peer.addr.is_ipv4()) else {
+                    warn!(dest = %t.peer.addr, "no TCP listener for this address family");
+                    return;
+                };
+                if let Err(e) = tcp.send(t.peer.conn, t.peer.addr, t.bytes) {
+                    debug!(dest = %t.peer.addr, %e, "TCP send failed");
+                }
+            }
+        }
+    }
+
+    fn udp_for(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == dest.is_ipv4()))
+    }
+}
+
+/// Receives datagrams and hands them to the core. Oversized datagrams get 513 here.
+async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, max: usize) {
+    let local = sock.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut buf = vec![0u8; max + 1];
+    let mut full_log = LogLimiter::new(Duration::from_secs(1));
+    let mut big_log = LogLimiter::new(Duration::from_secs(1));
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP port unreachable and the like surface here on Linux; keep receiving.
+                debug!(%e, "UDP receive error");
+                continue;
+            }
+        };
+        if n > max {
+            if let Some(n) = big_log.allow() {
+                warn!(%peer, suppressed = n, "oversized datagram: 513");
+            }
+            if let Some(resp) = sip_core::message::too_large_response(&buf[..n]) {
+                let _ = sock.try_send_to(&resp.bytes, resp_dest(&resp.via, peer));
+            }
+            continue;
+        }
+        let msg = Inbound { transport: Transport::Udp, local, peer, conn: None, bytes: Bytes::copy_from_slice(&buf[..n]) };
+        if tx.try_send(msg).is_err() {
+            if let Some(n) = full_log.allow() {
+                warn!(suppressed = n, "core queue full: datagram dropped (the sender retransmits)");
+            }
+        }
+    }
+}
+
+fn resp_dest(via: &sip_core::message::Via, peer: SocketAddr) -> SocketAddr {
+    sip_core::message::response_destination(via, Peer { transport: Transport::Udp, addr: peer, conn: None }).addr
+}
+
+/// Writes the registration file off the hot path; only the newest text matters.
+async fn state_writer(path: PathBuf, mut rx: mpsc::Receiver<String>) {
+    while let Some(text) = rx.recv().await {
+        let p = path.clone();
+        let r = tokio::task::spawn_blocking(move || write_atomically(&p, &text)).await;
+        if let Ok(Err(e)) = r {
+            error!(file = %path.display(), %e, "could not save registrations");
+        }
+    }
+}
+
+/// Write via a temporary file and rename, so a crash leaves the old file or the new one, never half.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn warn_demo_credentials(loaded: &Loaded) {
+    let demo = loaded.config.agents.iter().any(|a| a.demo);
+    let exposed: Vec<SocketAddr> = loaded
+        .config
+        .sip
+        .listen
+        .iter()
+        .map(|l| l.get_ref().addr)
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+    if demo && !exposed.is_empty() {
+        warn!(
+            listeners = ?exposed,
+            "DEMO CREDENTIALS IN USE on a non-loopback listener: anyone can register as a demo agent; replace the [[agents]] entries"
+        );
+    }
+}
