@@ -243,6 +243,9 @@ pub struct Registrar {
     location: HashMap<String, Vec<Binding>>,
     /// `(earliest expires_at among the user's bindings, user)`, one entry per user.
     expiry_index: BTreeSet<(Instant, String)>,
+    /// How many bindings were registered from each source IP: lets the proxy tell an agent's phone
+    /// (challenge it) from a stranger (refuse it) in O(1).
+    source_ips: HashMap<std::net::IpAddr, u32>,
 }
 
 impl Registrar {
@@ -252,6 +255,7 @@ impl Registrar {
             config,
             location: HashMap::new(),
             expiry_index: BTreeSet::new(),
+            source_ips: HashMap::new(),
         }
     }
 
@@ -303,6 +307,9 @@ impl Registrar {
             let Some(list) = self.location.get_mut(&user) else {
                 continue;
             };
+            for b in list.iter().filter(|b| b.expires_at <= now) {
+                uncount_ip(&mut self.source_ips, b.source.ip());
+            }
             list.retain(|b| b.expires_at > now);
             match earliest(list) {
                 Some(next) => {
@@ -319,6 +326,14 @@ impl Registrar {
 
     /// Replaces `user`'s bindings, keeping the expiry index in step. An empty list removes the user.
     fn commit(&mut self, user: &str, list: Vec<Binding>) {
+        if let Some(old) = self.location.get(user) {
+            for b in old {
+                uncount_ip(&mut self.source_ips, b.source.ip());
+            }
+        }
+        for b in &list {
+            *self.source_ips.entry(b.source.ip()).or_insert(0) += 1;
+        }
         let old = self.location.get(user).and_then(|l| earliest(l));
         if let Some(old) = old {
             self.expiry_index.remove(&(old, user.to_owned()));
@@ -332,6 +347,11 @@ impl Registrar {
                 self.location.remove(user);
             }
         }
+    }
+
+    /// Whether any binding was registered from `ip`.
+    pub fn has_source_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.source_ips.contains_key(&ip)
     }
 
     fn live_count(&self, user: &str, now: Instant) -> usize {
@@ -1853,5 +1873,14 @@ mod tests {
             "{}",
             std::mem::size_of::<Binding>()
         );
+    }
+}
+
+fn uncount_ip(map: &mut HashMap<std::net::IpAddr, u32>, ip: std::net::IpAddr) {
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
+        }
     }
 }
