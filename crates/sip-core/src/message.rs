@@ -118,6 +118,9 @@ pub struct Request {
 pub struct Response {
     pub(crate) raw: rsip::Response,
     pub meta: Meta,
+    /// The reason phrase as received: rsip maps known codes to its own names, and a proxy must pass
+    /// the phrase on unchanged.
+    reason: Box<str>,
 }
 
 /// Either kind of message.
@@ -276,9 +279,13 @@ impl Request {
     /// Push a new top Via (a proxy forwarding the request, §16.6 item 8).
     pub fn push_via(&mut self, value: String) {
         let mut headers = Vec::with_capacity(self.raw.headers.iter().count() + 1);
-        headers.push(Header::Via(rsip::headers::Via::from(value)));
+        headers.push(Header::Via(rsip::headers::Via::from(value.clone())));
         headers.extend(self.raw.headers.iter().cloned());
         self.raw.headers = rsip::Headers::from(headers);
+        if let Some(v) = parse_via(&value) {
+            self.meta.via = v;
+        }
+        self.meta.via_count += 1;
     }
 
     /// Insert a header before the first existing header of the same name, or append it.
@@ -373,12 +380,13 @@ impl Response {
     /// Change the status line (a proxy turning a 503 into a 500, §16.7).
     pub fn set_status(&mut self, status: u16, reason: &str) {
         self.raw.status_code = rsip::StatusCode::Other(status, sanitize_reason(reason));
+        self.reason = sanitize_reason(reason).into();
     }
 
     /// Serialize to wire bytes.
     pub fn to_bytes(&self) -> Bytes {
         let mut out = String::with_capacity(512 + self.raw.body.len());
-        let _ = write!(out, "SIP/2.0 {}\r\n", self.raw.status_code);
+        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.raw.status_code.code(), self.reason);
         serialize_tail(out, &self.raw.headers, &self.raw.body)
     }
 }
@@ -489,6 +497,7 @@ fn minimal_response(status: u16, reason: &str) -> Response {
             to_tag: None,
             max_forwards: None,
         },
+        reason: sanitize_reason(reason).into(),
     }
 }
 
@@ -819,9 +828,17 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             check_body_length(&mut r.headers, &mut r.body, head_end, bytes)
                 .map_err(ParseError::Drop)?;
             let meta = extract_meta(&r.headers).map_err(ParseError::Drop)?;
-            Ok(Message::Response(Response { raw: r, meta }))
+            let reason = status_line_reason(bytes).into();
+            Ok(Message::Response(Response { raw: r, meta, reason }))
         }
     }
+}
+
+/// The reason phrase of a status line (`SIP/2.0 487 Request Terminated`).
+fn status_line_reason(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    line.splitn(3, ' ').nth(2).unwrap_or("").trim().to_owned()
 }
 
 fn find_head_end(bytes: &[u8]) -> Option<usize> {
@@ -1185,6 +1202,14 @@ Content-Length: 4\r\n\r\nv=0\n";
         resp.pop_via();
         assert_eq!(resp.meta.via.branch.as_deref(), Some("z9hG4bK776asdhds"));
         assert_eq!(resp.meta.to_tag.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn reason_phrase_passes_through_unchanged() {
+        let r = req(INVITE).response(487, "Request Terminated", Some("x")).build();
+        assert!(std::str::from_utf8(&r.to_bytes()).unwrap().starts_with("SIP/2.0 487 Request Terminated\r\n"));
+        let odd = req(INVITE).response(480, "Agent on break (\u{4f11}\u{606f})", Some("x")).build();
+        assert!(std::str::from_utf8(&odd.to_bytes()).unwrap().starts_with("SIP/2.0 480 Agent on break (\u{4f11}\u{606f})\r\n"));
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! Test harness: start the real daemon on loopback and drive it with SIPp.
+//!
+//! Every process started here is stopped by its own PID when its guard drops. Ports are picked free;
+//! roles use distinct loopback addresses (trunk 127.0.0.2, agents 127.0.0.1x).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Folder of the SIPp scenarios.
+pub fn scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
+}
+
+pub fn scenario(name: &str) -> String {
+    scenarios().join(name).to_string_lossy().into_owned()
+}
+
+/// A port free on `ip` for both UDP and TCP right now.
+pub fn free_port(ip: &str) -> u16 {
+    for _ in 0..100 {
+        let u = UdpSocket::bind((ip, 0)).expect("bind UDP on loopback");
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
+}
+
+/// The daemon under test.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+pub const REALM: &str = "12345.qh";
+
+/// Knobs tests turn; everything else is the shipped default.
+#[derive(Clone)]
+pub struct Settings {
+    pub t1_ms: u64,
+    pub tcp_partial_timeout_s: u64,
+    pub max_message_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { t1_ms: 500, tcp_partial_timeout_s: 10, max_message_bytes: 65535 }
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(Settings::default())
+    }
+
+    pub fn start_with(s: Settings) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port("127.0.0.1");
+        let config = dir.path().join("switchboard.toml");
+        std::fs::write(&config, config_text(port, &s)).unwrap();
+        Self::start_in(dir, config, port)
+    }
+
+    /// Start again on the same folder and config (restart tests). Waits up to 10 s for the old
+    /// process to exit by itself (after a signal the test sent), then kills it.
+    pub fn restart(&mut self) {
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            terminate(&mut self.child);
+        }
+        self.child = spawn(&self.dir, &self.config);
+        self.wait_ready();
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Daemon {
+        let child = spawn(&dir, &config);
+        let d = Daemon { child, port, dir, config };
+        d.wait_ready();
+        d
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().map(|s| s.is_none()).unwrap_or(false)
+    }
+
+    /// Send a signal to the daemon.
+    pub fn signal(&self, sig: &str) {
+        kill_pid(self.child.id(), sig);
+    }
+
+    /// Wait for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn wait_ready(&self) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut n = 0;
+        while Instant::now() < end {
+            n += 1;
+            let msg = options(&self.target(), sock.local_addr().unwrap(), &format!("ready{n}"));
+            let _ = sock.send_to(msg.as_bytes(), self.addr());
+            let mut buf = [0u8; 4096];
+            if let Ok((len, _)) = sock.recv_from(&mut buf) {
+                if buf[..len].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+        panic!("daemon did not answer OPTIONS; log:\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn spawn(dir: &tempfile::TempDir, config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("daemon.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start switchboard")
+}
+
+fn terminate(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        kill_pid(child.id(), "KILL");
+        let _ = child.wait();
+    }
+}
+
+/// Signal a process we started, by its PID (kill(1): no unsafe code in tests).
+fn kill_pid(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// An OPTIONS request to the switchboard itself.
+pub fn options(target: &str, from: SocketAddr, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+To: <sip:{target}>\r\nFrom: <sip:probe@{from}>;tag=p{branch}\r\nCall-ID: {branch}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The test config: the shipped default's shape on a free port, with a temp state file.
+pub fn config_text(port: u16, s: &Settings) -> String {
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml"))
+        .expect("deploy/switchboard.toml");
+    shipped
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{port}"))
+        .replace("t1_ms = 500", &format!("t1_ms = {}", s.t1_ms))
+        .replace("tcp_partial_timeout_s = 10", &format!("tcp_partial_timeout_s = {}", s.tcp_partial_timeout_s))
+        .replace("max_message_bytes = 65535", &format!("max_message_bytes = {}", s.max_message_bytes))
+        .replace("state_file = \"../var/registrations.tsv\"", "state_file = \"registrations.tsv\"")
+}
+
+/// A running SIPp process.
+pub struct Sipp {
+    child: Child,
+    pub name: String,
+    pub trace: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Start SIPp with `args` (the common flags are added). It ends by itself: `-timeout` bounds it.
+pub fn sipp(name: &str, args: &[&str]) -> Sipp {
+    which_sipp();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("messages.log");
+    let child = Command::new("sipp")
+        .args(args)
+        .args(["-nostdin", "-timeout", "30", "-trace_msg", "-message_file"])
+        .arg(&trace)
+        .arg("-trace_err")
+        .arg("-error_file")
+        .arg(dir.path().join("errors.log"))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipp");
+    Sipp { child, name: name.to_owned(), trace, _dir: dir }
+}
+
+fn which_sipp() {
+    if Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        panic!("SIPp is not installed: apt-get install -y sip-tester (the README's test command does this)");
+    }
+}
+
+impl Sipp {
+    /// Wait for SIPp to finish; returns whether it exited 0, and its diagnostics.
+    pub fn finish(mut self, limit: Duration) -> (bool, String) {
+        let end = Instant::now() + limit;
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() >= end {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.is_none() {
+            kill_pid(self.child.id(), "KILL");
+            let _ = self.child.wait();
+        }
+        let mut out = String::new();
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        let errors = std::fs::read_to_string(self._dir.path().join("errors.log")).unwrap_or_default();
+        let ok = status.is_some_and(|s| s.success());
+        (ok, format!("--- sipp {} status {:?}\n{}\n--- errors\n{}\n--- messages\n{}", self.name, status, out, errors, trace))
+    }
+
+    /// The message trace so far.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(&self.trace).unwrap_or_default()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            kill_pid(self.child.id(), "KILL");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Register agent `user` from `ip:port` with its demo password; asserts success.
+pub fn register(d: &Daemon, user: &str, ip: &str, port: u16, transport: &str) {
+    let p = port.to_string();
+    let pw = format!("demo-{user}");
+    let (ok, diag) = sipp(
+        "register",
+        &[&d.target(), "-sf", &scenario("register.xml"), "-s", user, "-au", user, "-ap", &pw, "-i", ip, "-p", &p, "-m", "1", "-t", transport],
+    )
+    .finish(Duration::from_secs(20));
+    assert!(ok, "registration of {user} failed\n{diag}\n--- daemon\n{}", d.log());
+}
