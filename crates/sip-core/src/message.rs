@@ -144,9 +144,14 @@ pub enum ParseError {
         /// The ready-to-send error response bytes.
         response: Bytes,
         /// The top Via of the broken request, to route the response.
-        via: Via,
+        via: Box<Via>,
     },
 }
+
+/// A target URI that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid target URI")]
+pub struct InvalidUri;
 
 impl Request {
     pub fn method(&self) -> Method {
@@ -386,7 +391,12 @@ impl Response {
     /// Serialize to wire bytes.
     pub fn to_bytes(&self) -> Bytes {
         let mut out = String::with_capacity(512 + self.raw.body.len());
-        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.raw.status_code.code(), self.reason);
+        let _ = write!(
+            out,
+            "SIP/2.0 {} {}\r\n",
+            self.raw.status_code.code(),
+            self.reason
+        );
         serialize_tail(out, &self.raw.headers, &self.raw.body)
     }
 }
@@ -795,7 +805,10 @@ pub struct ErrorResponse {
 /// The 513 for a message larger than we accept, when its headers allow an answer (§21.5.14).
 pub fn too_large_response(bytes: &[u8]) -> Option<ErrorResponse> {
     match answer_from_raw(bytes, 513, "Message Too Large") {
-        ParseError::Answer { response, via, .. } => Some(ErrorResponse { bytes: response, via }),
+        ParseError::Answer { response, via, .. } => Some(ErrorResponse {
+            bytes: response,
+            via: *via,
+        }),
         ParseError::Drop(_) => None,
     }
 }
@@ -829,14 +842,21 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
                 .map_err(ParseError::Drop)?;
             let meta = extract_meta(&r.headers).map_err(ParseError::Drop)?;
             let reason = status_line_reason(bytes).into();
-            Ok(Message::Response(Response { raw: r, meta, reason }))
+            Ok(Message::Response(Response {
+                raw: r,
+                meta,
+                reason,
+            }))
         }
     }
 }
 
 /// The reason phrase of a status line (`SIP/2.0 487 Request Terminated`).
 fn status_line_reason(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(bytes.len());
     let line = String::from_utf8_lossy(&bytes[..end]);
     line.splitn(3, ' ').nth(2).unwrap_or("").trim().to_owned()
 }
@@ -1042,9 +1062,16 @@ fn answer_from_raw(bytes: &[u8], status: u16, reason: &str) -> ParseError {
             status,
             reason: reason.to_owned(),
             response: b.to_bytes(),
-            via,
+            via: Box::new(via),
         },
         _ => ParseError::Drop("not enough headers to answer"),
+    }
+}
+
+/// Two responses are equal when they serialize to the same bytes (tests compare transaction output).
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
     }
 }
 
@@ -1206,10 +1233,18 @@ Content-Length: 4\r\n\r\nv=0\n";
 
     #[test]
     fn reason_phrase_passes_through_unchanged() {
-        let r = req(INVITE).response(487, "Request Terminated", Some("x")).build();
-        assert!(std::str::from_utf8(&r.to_bytes()).unwrap().starts_with("SIP/2.0 487 Request Terminated\r\n"));
-        let odd = req(INVITE).response(480, "Agent on break (\u{4f11}\u{606f})", Some("x")).build();
-        assert!(std::str::from_utf8(&odd.to_bytes()).unwrap().starts_with("SIP/2.0 480 Agent on break (\u{4f11}\u{606f})\r\n"));
+        let r = req(INVITE)
+            .response(487, "Request Terminated", Some("x"))
+            .build();
+        assert!(std::str::from_utf8(&r.to_bytes())
+            .unwrap()
+            .starts_with("SIP/2.0 487 Request Terminated\r\n"));
+        let odd = req(INVITE)
+            .response(480, "Agent on break (\u{4f11}\u{606f})", Some("x"))
+            .build();
+        assert!(std::str::from_utf8(&odd.to_bytes())
+            .unwrap()
+            .starts_with("SIP/2.0 480 Agent on break (\u{4f11}\u{606f})\r\n"));
     }
 
     #[test]
@@ -1249,12 +1284,5 @@ Content-Length: 4\r\n\r\nv=0\n";
     fn split_values_respects_quotes_and_brackets() {
         let v = split_header_values("\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>");
         assert_eq!(v.len(), 2);
-    }
-}
-
-/// Two responses are equal when they serialize to the same bytes (tests compare transaction output).
-impl PartialEq for Response {
-    fn eq(&self, other: &Self) -> bool {
-        self.to_bytes() == other.to_bytes()
     }
 }

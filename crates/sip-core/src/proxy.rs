@@ -84,7 +84,7 @@ pub enum Event {
     /// A new request that needs a decision: [`Proxy::respond`] or [`Proxy::forward`].
     Request {
         id: ServerId,
-        request: Request,
+        request: Box<Request>,
         source: Peer,
     },
     /// The proxy forwarded an in-dialog request along our Record-Route (BYE, re-INVITE, ...).
@@ -129,7 +129,7 @@ pub struct Transmit {
 #[derive(Debug)]
 pub enum Output {
     Transmit(Transmit),
-    Event(Event),
+    Event(Box<Event>),
 }
 
 /// Errors of the application-facing calls.
@@ -161,7 +161,7 @@ struct ServerEntry {
 }
 
 enum ClientKind {
-    Invite(InviteClient),
+    Invite(Box<InviteClient>),
     NonInvite(NonInviteClient),
 }
 
@@ -306,8 +306,17 @@ impl Proxy {
     }
 
     /// Answer with a response serialized elsewhere (the registrar builds its own).
-    pub fn respond_bytes(&mut self, now: Instant, id: ServerId, status: u16, bytes: Bytes) -> Result<(), ProxyError> {
-        let entry = self.servers.get(&id).ok_or(ProxyError::UnknownTransaction)?;
+    pub fn respond_bytes(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        status: u16,
+        bytes: Bytes,
+    ) -> Result<(), ProxyError> {
+        let entry = self
+            .servers
+            .get(&id)
+            .ok_or(ProxyError::UnknownTransaction)?;
         if server_is_final(entry) {
             return Err(ProxyError::AlreadyFinal);
         }
@@ -489,11 +498,11 @@ impl Proxy {
                                 failure_reported: false,
                             });
                         }
-                        self.out.push_back(Output::Event(Event::InDialog {
+                        self.out.push_back(Output::Event(Box::new(Event::InDialog {
                             method,
                             call_id: req.meta.call_id.clone(),
                             source,
-                        }));
+                        })));
                         self.start_branch(now, id, req, peer, source.transport, false);
                     }
                     None => self.reply(now, id, 502, "Bad Gateway (next hop is not an IP address)"),
@@ -505,11 +514,11 @@ impl Proxy {
             e.request = req.clone();
             e.with_app = true;
         }
-        self.out.push_back(Output::Event(Event::Request {
+        self.out.push_back(Output::Event(Box::new(Event::Request {
             id,
-            request: req,
+            request: Box::new(req),
             source,
-        }));
+        })));
     }
 
     /// §16.3 request validation. Returns the error response, if any.
@@ -633,7 +642,7 @@ impl Proxy {
             }
         }
         self.out
-            .push_back(Output::Event(Event::Cancelled { id: invite_id }));
+            .push_back(Output::Event(Box::new(Event::Cancelled { id: invite_id })));
     }
 
     /// The ACK for a 2xx travels end to end; it matches no transaction here.
@@ -655,11 +664,11 @@ impl Proxy {
         if let Some(mf) = req.meta.max_forwards {
             req.set_max_forwards(mf.saturating_sub(1));
         }
-        self.out.push_back(Output::Event(Event::InDialog {
+        self.out.push_back(Output::Event(Box::new(Event::InDialog {
             method: Method::Ack,
             call_id: req.meta.call_id.clone(),
             source,
-        }));
+        })));
         self.transmit(peer, req.to_bytes());
     }
 
@@ -713,7 +722,7 @@ impl Proxy {
         let uri = req.uri().to_string();
         let (kind, actions) = if method == Method::Invite {
             let (tx, a) = InviteClient::start(now, req, reliable, self.cfg.timers);
-            (ClientKind::Invite(tx), a)
+            (ClientKind::Invite(Box::new(tx)), a)
         } else {
             let (tx, a) = NonInviteClient::start(now, req.to_bytes(), reliable, self.cfg.timers);
             (ClientKind::NonInvite(tx), a)
@@ -828,7 +837,11 @@ impl Proxy {
                 return;
             }
             self.out
-                .push_back(Output::Event(Event::BranchResponse { id, status, target }));
+                .push_back(Output::Event(Box::new(Event::BranchResponse {
+                    id,
+                    status,
+                    target,
+                })));
             if !server_is_final_id(&self.servers, id) {
                 resp.pop_via();
                 self.send_on_server(now, id, status, resp.to_bytes());
@@ -839,7 +852,11 @@ impl Proxy {
         let first_final = !matches!(branch.state, BranchState::Done(_));
         branch.state = BranchState::Done(status);
         self.out
-            .push_back(Output::Event(Event::BranchResponse { id, status, target }));
+            .push_back(Output::Event(Box::new(Event::BranchResponse {
+                id,
+                status,
+                target,
+            })));
         let n = self
             .servers
             .get(&id)
@@ -899,7 +916,10 @@ impl Proxy {
             if !ctx.failure_reported {
                 ctx.failure_reported = true;
                 self.out
-                    .push_back(Output::Event(Event::BranchesFailed { id, best_status }));
+                    .push_back(Output::Event(Box::new(Event::BranchesFailed {
+                        id,
+                        best_status,
+                    })));
             }
         } else {
             let _ = self.send_best_response(now, id);
@@ -1058,7 +1078,7 @@ impl Proxy {
             let with_app = self.servers.get(&id).is_some_and(|e| e.with_app);
             if with_app {
                 self.out
-                    .push_back(Output::Event(Event::Finished { id, status }));
+                    .push_back(Output::Event(Box::new(Event::Finished { id, status })));
             }
         }
     }
@@ -1104,11 +1124,13 @@ impl Proxy {
                             if !matches!(branch.state, BranchState::Done(_)) {
                                 branch.state = BranchState::Done(408);
                                 branch.timer_c = None;
-                                self.out.push_back(Output::Event(Event::BranchResponse {
-                                    id: sid,
-                                    status: 408,
-                                    target: branch.uri.clone(),
-                                }));
+                                self.out.push_back(Output::Event(Box::new(
+                                    Event::BranchResponse {
+                                        id: sid,
+                                        status: 408,
+                                        target: branch.uri.clone(),
+                                    },
+                                )));
                             }
                         }
                         self.check_all_done(now, sid);
@@ -1412,7 +1434,7 @@ Contact: <sip:caller@127.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n"
         while let Some(o) = p.poll_output() {
             match o {
                 Output::Transmit(x) => t.push(x),
-                Output::Event(x) => e.push(x),
+                Output::Event(x) => e.push(*x),
             }
         }
         (t, e)

@@ -1170,6 +1170,15 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
+fn uncount_ip(map: &mut HashMap<std::net::IpAddr, u32>, ip: std::net::IpAddr) {
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1873,14 +1882,5 @@ mod tests {
             "{}",
             std::mem::size_of::<Binding>()
         );
-    }
-}
-
-fn uncount_ip(map: &mut HashMap<std::net::IpAddr, u32>, ip: std::net::IpAddr) {
-    if let Some(n) = map.get_mut(&ip) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(&ip);
-        }
     }
 }

@@ -7,9 +7,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sip_core::auth::{Account, AuthConfig, AuthOutcome, Authenticator, ChallengeKind, CredentialStore, DigestAlgorithm};
+use sip_core::auth::{
+    Account, AuthConfig, AuthOutcome, Authenticator, ChallengeKind, CredentialStore,
+    DigestAlgorithm,
+};
 use sip_core::message::{Method, Peer, Request, Transport};
-use sip_core::proxy::{Event, FailurePolicy, Listener, Output, Proxy, ProxyConfig, RouteUri, ServerId, Target, Transmit};
+use sip_core::proxy::{
+    Event, FailurePolicy, Listener, Output, Proxy, ProxyConfig, RouteUri, ServerId, Target,
+    Transmit,
+};
 use sip_core::registrar::{BindingRecord, Registrar, RegistrarConfig, SourceInfo};
 use sip_core::time::Instant;
 use sip_core::transaction::TimerConfig;
@@ -72,7 +78,7 @@ impl Switch {
             .sip
             .rr_secret_hex
             .as_deref()
-            .and_then(|h| hex_to_32(h))
+            .and_then(hex_to_32)
             .unwrap_or(secret);
         let proxy = Proxy::new(
             ProxyConfig {
@@ -124,7 +130,13 @@ impl Switch {
     }
 
     /// Feed one inbound message.
-    pub fn on_message(&mut self, now: Instant, source: Peer, bytes: &[u8], out: &mut Vec<Transmit>) {
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        source: Peer,
+        bytes: &[u8],
+        out: &mut Vec<Transmit>,
+    ) {
         self.proxy.handle_message(now, source, bytes);
         self.pump(now, out);
     }
@@ -146,7 +158,10 @@ impl Switch {
 
     /// The next time `on_timeout` is needed.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        [self.proxy.poll_timeout(), self.registrar.next_expiry()].into_iter().flatten().min()
+        [self.proxy.poll_timeout(), self.registrar.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Drain the proxy's outputs, answering its events, until it is quiet.
@@ -154,15 +169,21 @@ impl Switch {
         while let Some(o) = self.proxy.poll_output() {
             match o {
                 Output::Transmit(t) => out.push(t),
-                Output::Event(e) => self.on_event(now, e),
+                Output::Event(e) => self.on_event(now, *e),
             }
         }
     }
 
     fn on_event(&mut self, now: Instant, e: Event) {
         match e {
-            Event::Request { id, request, source } => self.on_request(now, id, request, source),
-            Event::InDialog { method, source, .. } => debug!(%method, %source.addr, "in-dialog request routed"),
+            Event::Request {
+                id,
+                request,
+                source,
+            } => self.on_request(now, id, *request, source),
+            Event::InDialog { method, source, .. } => {
+                debug!(%method, %source.addr, "in-dialog request routed")
+            }
             Event::Cancelled { id } => debug!(?id, "caller cancelled"),
             Event::BranchResponse { .. } | Event::Finished { .. } => {}
             Event::BranchesFailed { id, .. } => {
@@ -175,7 +196,13 @@ impl Switch {
         match req.method() {
             Method::Register => self.on_register(now, id, &req, source),
             Method::Options if req.uri_user().is_none() => {
-                self.reply(now, id, 200, "OK", &[("Allow", ALLOW), ("Accept", "application/sdp")]);
+                self.reply(
+                    now,
+                    id,
+                    200,
+                    "OK",
+                    &[("Allow", ALLOW), ("Accept", "application/sdp")],
+                );
             }
             _ if req.meta.to_tag.is_some() => {
                 // In dialog but not along our Record-Route: we hold no such dialog.
@@ -226,9 +253,17 @@ impl Switch {
 
     /// An out-of-dialog request: INVITE, MESSAGE, OPTIONS to a user, SUBSCRIBE ...
     fn on_initial(&mut self, now: Instant, id: ServerId, req: &Request, source: Peer) {
-        let Some(origin) = self.identify(now, id, req, source) else { return };
+        let Some(origin) = self.identify(now, id, req, source) else {
+            return;
+        };
         if self.draining && req.method() == Method::Invite {
-            self.reply(now, id, 503, "Service Unavailable", &[("Retry-After", "30")]);
+            self.reply(
+                now,
+                id,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "30")],
+            );
             return;
         }
         let dialed = req.uri_user().unwrap_or("");
@@ -243,7 +278,14 @@ impl Switch {
                     sip_core::registrar::Transport::Tcp => Transport::Tcp,
                     sip_core::registrar::Transport::Tls => Transport::Tls,
                 };
-                Some(Target { uri: uri.uri, peer: Peer { transport, addr: b.source, conn: b.conn_id } })
+                Some(Target {
+                    uri: uri.uri,
+                    peer: Peer {
+                        transport,
+                        addr: b.source,
+                        conn: b.conn_id,
+                    },
+                })
             })
             .collect();
         if targets.is_empty() {
@@ -252,16 +294,28 @@ impl Switch {
             return;
         }
         info!(dialed = %Redacted(dialed), ?origin, branches = targets.len(), "routing call");
-        if self.proxy.forward(now, id, &targets, FailurePolicy::SendBest).is_err() {
+        if self
+            .proxy
+            .forward(now, id, &targets, FailurePolicy::SendBest)
+            .is_err()
+        {
             self.reply(now, id, 500, "Server Internal Error", &[]);
         }
     }
 
     /// Trunks are known by address; anyone else must be an agent with valid credentials. A stranger
     /// with no registered device and no credentials gets 403 and nothing is forwarded.
-    fn identify(&mut self, now: Instant, id: ServerId, req: &Request, source: Peer) -> Option<Origin> {
+    fn identify(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        req: &Request,
+        source: Peer,
+    ) -> Option<Origin> {
         if let Some(t) = self.trunk_for(source.addr.ip()) {
-            return Some(Origin::Trunk { name: t.name.clone() });
+            return Some(Origin::Trunk {
+                name: t.name.clone(),
+            });
         }
         let creds = &self.credentials;
         let outcome = self.proxy_auth.verify(now, req.rsip(), |u| creds.get(u));
@@ -283,7 +337,9 @@ impl Switch {
     }
 
     fn trunk_for(&self, ip: IpAddr) -> Option<&Trunk> {
-        self.trunks.iter().find(|t| t.nets.iter().any(|n| n.contains(&ip)))
+        self.trunks
+            .iter()
+            .find(|t| t.nets.iter().any(|n| n.contains(&ip)))
     }
 
     /// Whether an agent's phone registered from this address (it may then be challenged).
@@ -291,7 +347,14 @@ impl Switch {
         self.registrar.has_source_ip(addr.ip())
     }
 
-    fn reply(&mut self, now: Instant, id: ServerId, status: u16, reason: &str, headers: &[(&str, &str)]) {
+    fn reply(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) {
         if let Some(mut b) = self.proxy.response_for(id, status, reason) {
             for (n, v) in headers {
                 b.push_header(n, v);
@@ -300,7 +363,14 @@ impl Switch {
         }
     }
 
-    fn reply_headers(&mut self, now: Instant, id: ServerId, status: u16, reason: &str, headers: Vec<rsip::Header>) {
+    fn reply_headers(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        status: u16,
+        reason: &str,
+        headers: Vec<rsip::Header>,
+    ) {
         if let Some(mut b) = self.proxy.response_for(id, status, reason) {
             for h in headers {
                 let line = h.to_string();
@@ -313,7 +383,8 @@ impl Switch {
     }
 }
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, INFO, UPDATE, MESSAGE, NOTIFY, SUBSCRIBE";
+const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, INFO, UPDATE, MESSAGE, NOTIFY, SUBSCRIBE";
 
 fn credential_store(loaded: &Loaded) -> CredentialStore {
     let c = &loaded.config;
@@ -331,8 +402,14 @@ fn credential_store(loaded: &Loaded) -> CredentialStore {
         .or_else(|_| CredentialStore::new(vec![DigestAlgorithm::Md5]))
         .expect("an MD5-only credential store always builds");
     for a in &c.agents {
-        let list = a.algorithms.as_deref().map(algs).unwrap_or_else(|| default.clone());
-        let Ok(mut acct) = Account::new(c.registrar.realm.clone(), list) else { continue };
+        let list = a
+            .algorithms
+            .as_deref()
+            .map(algs)
+            .unwrap_or_else(|| default.clone());
+        let Ok(mut acct) = Account::new(c.registrar.realm.clone(), list) else {
+            continue;
+        };
         if let Some(h) = &a.ha1_md5 {
             match acct.clone().with_ha1(DigestAlgorithm::Md5, h.get_ref()) {
                 Ok(x) => acct = x,

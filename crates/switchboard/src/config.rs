@@ -157,7 +157,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: default_log_format(), level: default_log_level() }
+        LogConfig {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
     }
 }
 
@@ -259,7 +262,14 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
     }
 }
 
@@ -309,7 +319,12 @@ impl Loaded {
 /// Read, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![Problem { file: path.to_owned(), line: 1, col: 1, message: format!("cannot read: {e}") }])
+        ConfigErrors(vec![Problem {
+            file: path.to_owned(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     parse_str(path, &text)
 }
@@ -328,25 +343,42 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
     let mut problems = Vec::new();
     let at = |span: std::ops::Range<usize>, message: String| {
         let (line, col) = line_col(text, span.start);
-        Problem { file: path.to_owned(), line, col, message }
+        Problem {
+            file: path.to_owned(),
+            line,
+            col,
+            message,
+        }
     };
 
     if config.sip.listen.is_empty() {
-        problems.push(at(0..0, "sip.listen: at least one listener is needed".into()));
+        problems.push(at(
+            0..0,
+            "sip.listen: at least one listener is needed".into(),
+        ));
     }
     let t = &config.timers;
     if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
-        problems.push(at(0..0, "timers: need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into()));
+        problems.push(at(
+            0..0,
+            "timers: need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into(),
+        ));
     }
     let r = &config.registrar;
-    if r.min_expires_s > r.max_expires_s || r.default_expires_s < r.min_expires_s || r.default_expires_s > r.max_expires_s {
+    if r.min_expires_s > r.max_expires_s
+        || r.default_expires_s < r.min_expires_s
+        || r.default_expires_s > r.max_expires_s
+    {
         problems.push(at(
             0..0,
             "registrar: need min_expires_s <= default_expires_s <= max_expires_s".into(),
         ));
     }
     if r.algorithms.is_empty() {
-        problems.push(at(0..0, "registrar.algorithms: offer at least one algorithm".into()));
+        problems.push(at(
+            0..0,
+            "registrar.algorithms: offer at least one algorithm".into(),
+        ));
     }
     if let Some(hex) = &config.sip.rr_secret_hex {
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -358,32 +390,55 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
     let mut names = std::collections::HashSet::new();
     for tc in &config.trunks {
         if !names.insert(tc.name.get_ref().clone()) {
-            problems.push(at(tc.name.span(), format!("duplicate trunk name `{}`", tc.name.get_ref())));
+            problems.push(at(
+                tc.name.span(),
+                format!("duplicate trunk name `{}`", tc.name.get_ref()),
+            ));
         }
         let mut nets = Vec::new();
         for s in &tc.sources {
             match parse_net(s.get_ref()) {
                 Some(n) => nets.push(n),
-                None => problems.push(at(s.span(), format!("`{}` is not an IP address or CIDR", s.get_ref()))),
+                None => problems.push(at(
+                    s.span(),
+                    format!("`{}` is not an IP address or CIDR", s.get_ref()),
+                )),
             }
         }
         if tc.sources.is_empty() {
-            problems.push(at(tc.name.span(), format!("trunk `{}` has no sources", tc.name.get_ref())));
+            problems.push(at(
+                tc.name.span(),
+                format!("trunk `{}` has no sources", tc.name.get_ref()),
+            ));
         }
-        trunks.push(Trunk { name: tc.name.get_ref().clone(), nets, prefecture: tc.prefecture.clone() });
+        trunks.push(Trunk {
+            name: tc.name.get_ref().clone(),
+            nets,
+            prefecture: tc.prefecture.clone(),
+        });
     }
 
     let mut users = std::collections::HashSet::new();
     for a in &config.agents {
         let u = a.user.get_ref();
-        if u.is_empty() || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            problems.push(at(a.user.span(), format!("agent user `{u}` must be letters, digits, - _ .")));
+        if u.is_empty()
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problems.push(at(
+                a.user.span(),
+                format!("agent user `{u}` must be letters, digits, - _ ."),
+            ));
         }
         if !users.insert(u.clone()) {
             problems.push(at(a.user.span(), format!("duplicate agent `{u}`")));
         }
         if a.ha1_md5.is_none() && a.ha1_sha256.is_none() {
-            problems.push(at(a.user.span(), format!("agent `{u}` needs ha1_md5 or ha1_sha256")));
+            problems.push(at(
+                a.user.span(),
+                format!("agent `{u}` needs ha1_md5 or ha1_sha256"),
+            ));
         }
         for (h, len) in [(&a.ha1_md5, 32), (&a.ha1_sha256, 64)] {
             if let Some(h) = h {
@@ -392,27 +447,39 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                 }
             }
         }
-        let algs = a.algorithms.as_ref().unwrap_or(&config.registrar.algorithms);
+        let algs = a
+            .algorithms
+            .as_ref()
+            .unwrap_or(&config.registrar.algorithms);
         for alg in algs {
             let has = match alg {
                 AlgorithmName::Md5 => a.ha1_md5.is_some(),
                 AlgorithmName::Sha256 => a.ha1_sha256.is_some(),
             };
             if !has {
-                problems.push(at(a.user.span(), format!("agent `{u}` is offered {alg:?} but has no HA1 for it")));
+                problems.push(at(
+                    a.user.span(),
+                    format!("agent `{u}` is offered {alg:?} but has no HA1 for it"),
+                ));
             }
         }
     }
 
     if problems.is_empty() {
-        Ok(Loaded { config, path: path.to_owned(), trunks })
+        Ok(Loaded {
+            config,
+            path: path.to_owned(),
+            trunks,
+        })
     } else {
         Err(ConfigErrors(problems))
     }
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 /// 1-based line and column of byte offset `pos`.
@@ -449,7 +516,11 @@ state_file = "x"
         let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert_eq!((e.0[0].line, e.0[0].col), (6, 1));
-        assert!(e.0[0].message.contains("unknown field `relam`"), "{}", e.0[0].message);
+        assert!(
+            e.0[0].message.contains("unknown field `relam`"),
+            "{}",
+            e.0[0].message
+        );
         assert!(e.to_string().starts_with("t.toml:6:1: "));
     }
 

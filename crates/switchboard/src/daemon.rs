@@ -47,7 +47,9 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
                 let n = sw.restore_registrations(clock.now(), records);
                 info!(restored = n, file = %state_file.display(), "registrations restored");
             }
-            Err(e) => warn!(file = %state_file.display(), %e, "registration file unreadable; starting empty"),
+            Err(e) => {
+                warn!(file = %state_file.display(), %e, "registration file unreadable; starting empty")
+            }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => warn!(file = %state_file.display(), %e, "cannot read registration file"),
@@ -61,10 +63,16 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         match l.transport {
             TransportName::Udp => {
                 let sock = Arc::new(
-                    UdpSocket::bind(l.addr).await.with_context(|| format!("binding UDP {}", l.addr))?,
+                    UdpSocket::bind(l.addr)
+                        .await
+                        .with_context(|| format!("binding UDP {}", l.addr))?,
                 );
                 info!(addr = %l.addr, "listening on UDP");
-                tokio::spawn(udp_receiver(sock.clone(), tx.clone(), c.sip.max_message_bytes));
+                tokio::spawn(udp_receiver(
+                    sock.clone(),
+                    tx.clone(),
+                    c.sip.max_message_bytes,
+                ));
                 udp.push(sock);
             }
             TransportName::Tcp => {
@@ -100,7 +108,8 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     info!("switchboard running");
     loop {
         let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
-        let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let sleep_until =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
@@ -172,7 +181,9 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        Clock { start: tokio::time::Instant::now() }
+        Clock {
+            start: tokio::time::Instant::now(),
+        }
     }
     fn now(&self) -> Instant {
         Instant::from_origin(self.start.elapsed())
@@ -204,7 +215,11 @@ impl Sender {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let Some(tcp) = self.tcp.iter().find(|x| x.local_addr().is_ipv4() == t.peer.addr.is_ipv4()) else {
+                let Some(tcp) = self
+                    .tcp
+                    .iter()
+                    .find(|x| x.local_addr().is_ipv4() == t.peer.addr.is_ipv4())
+                else {
                     warn!(dest = %t.peer.addr, "no TCP listener for this address family");
                     return;
                 };
@@ -216,13 +231,17 @@ impl Sender {
     }
 
     fn udp_for(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
-        self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == dest.is_ipv4()))
+        self.udp
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == dest.is_ipv4()))
     }
 }
 
 /// Receives datagrams and hands them to the core. Oversized datagrams get 513 here.
 async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, max: usize) {
-    let local = sock.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = sock
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut buf = vec![0u8; max + 1];
     let mut full_log = LogLimiter::new(Duration::from_secs(1));
     let mut big_log = LogLimiter::new(Duration::from_secs(1));
@@ -244,17 +263,34 @@ async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, max: usiz
             }
             continue;
         }
-        let msg = Inbound { transport: Transport::Udp, local, peer, conn: None, bytes: Bytes::copy_from_slice(&buf[..n]) };
+        let msg = Inbound {
+            transport: Transport::Udp,
+            local,
+            peer,
+            conn: None,
+            bytes: Bytes::copy_from_slice(&buf[..n]),
+        };
         if tx.try_send(msg).is_err() {
             if let Some(n) = full_log.allow() {
-                warn!(suppressed = n, "core queue full: datagram dropped (the sender retransmits)");
+                warn!(
+                    suppressed = n,
+                    "core queue full: datagram dropped (the sender retransmits)"
+                );
             }
         }
     }
 }
 
 fn resp_dest(via: &sip_core::message::Via, peer: SocketAddr) -> SocketAddr {
-    sip_core::message::response_destination(via, Peer { transport: Transport::Udp, addr: peer, conn: None }).addr
+    sip_core::message::response_destination(
+        via,
+        Peer {
+            transport: Transport::Udp,
+            addr: peer,
+            conn: None,
+        },
+    )
+    .addr
 }
 
 /// Writes the registration file off the hot path; only the newest text matters.

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "The 12345 government-service hotline switchboard")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "The 12345 government-service hotline switchboard"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -57,14 +61,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Ha1 { user, realm, password } => {
+        Cmd::Ha1 {
+            user,
+            realm,
+            password,
+        } => {
             let Some(pw) = password.or_else(|| std::env::var("SWITCHBOARD_PASSWORD").ok()) else {
                 eprintln!("give --password or set SWITCHBOARD_PASSWORD");
                 return ExitCode::FAILURE;
             };
             use sip_core::auth::{ha1, DigestAlgorithm};
-            println!("ha1_md5 = \"{}\"", ha1(DigestAlgorithm::Md5, &user, &realm, &pw));
-            println!("ha1_sha256 = \"{}\"", ha1(DigestAlgorithm::Sha256, &user, &realm, &pw));
+            println!(
+                "ha1_md5 = \"{}\"",
+                ha1(DigestAlgorithm::Md5, &user, &realm, &pw)
+            );
+            println!(
+                "ha1_sha256 = \"{}\"",
+                ha1(DigestAlgorithm::Sha256, &user, &realm, &pw)
+            );
             ExitCode::SUCCESS
         }
         Cmd::Run { config } => {
@@ -76,7 +90,11 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&loaded.config.log);
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -98,7 +116,9 @@ fn main() -> ExitCode {
 fn init_logging(c: &config::LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&c.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match c.format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),

@@ -12,7 +12,11 @@ pub struct LogLimiter {
 
 impl LogLimiter {
     pub fn new(interval: Duration) -> Self {
-        LogLimiter { interval, last: None, suppressed: 0 }
+        LogLimiter {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
     }
 
     /// `Some(n)` when a line may be logged now (`n` lines were suppressed since the last one).

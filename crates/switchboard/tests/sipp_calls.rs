@@ -22,37 +22,106 @@ fn wrong_password_never_gets_200() {
     let p = free_port("127.0.0.12").to_string();
     let (ok, diag) = sipp(
         "wrong password",
-        &[&d.target(), "-sf", &scenario("register_wrong.xml"), "-s", "8002", "-au", "8002", "-ap", "not-the-password", "-i", "127.0.0.12", "-p", &p, "-m", "1"],
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("register_wrong.xml"),
+            "-s",
+            "8002",
+            "-au",
+            "8002",
+            "-ap",
+            "not-the-password",
+            "-i",
+            "127.0.0.12",
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
     )
     .finish(LIMIT);
     assert!(ok, "{diag}");
-    assert!(!diag.contains("SIP/2.0 200"), "a wrong password got 200:\n{diag}");
+    assert!(
+        !diag.contains("SIP/2.0 200"),
+        "a wrong password got 200:\n{diag}"
+    );
     assert!(!d.log().contains("agent registered"));
 }
 
 /// Register an agent, start its SIPp phone, call it from the demo trunk; both scenarios must pass.
-fn call_through(transport: &str, agent_ip: &str, user: &str, extra_uac: &[&str], extra_uas: &[&str], calls: u32) {
-    let d = Daemon::start_with(Settings { t1_ms: 100, ..Settings::default() });
+fn call_through(
+    transport: &str,
+    agent_ip: &str,
+    user: &str,
+    extra_uac: &[&str],
+    extra_uas: &[&str],
+    calls: u32,
+) {
+    let d = Daemon::start_with(Settings {
+        t1_ms: 100,
+        ..Settings::default()
+    });
     let agent_port = free_port(agent_ip);
     register(&d, user, agent_ip, agent_port, transport);
     let ap = agent_port.to_string();
     let n = calls.to_string();
-    let mut uas_args = vec!["-sf", &*Box::leak(scenario("uas.xml").into_boxed_str()), "-s", user, "-i", agent_ip, "-p", &ap, "-m", &n, "-t", transport];
+    let mut uas_args = vec![
+        "-sf",
+        &*Box::leak(scenario("uas.xml").into_boxed_str()),
+        "-s",
+        user,
+        "-i",
+        agent_ip,
+        "-p",
+        &ap,
+        "-m",
+        &n,
+        "-t",
+        transport,
+    ];
     uas_args.extend_from_slice(extra_uas);
     let uas = sipp("agent phone", &uas_args);
     std::thread::sleep(Duration::from_millis(300));
     let trunk_port = free_port("127.0.0.2").to_string();
     let target = d.target();
     let uac_scn = scenario("uac.xml");
-    let mut uac_args = vec![&*target, "-sf", &uac_scn, "-s", user, "-i", "127.0.0.2", "-p", &trunk_port, "-m", &n, "-t", transport, "-r", "5"];
+    let mut uac_args = vec![
+        &*target,
+        "-sf",
+        &uac_scn,
+        "-s",
+        user,
+        "-i",
+        "127.0.0.2",
+        "-p",
+        &trunk_port,
+        "-m",
+        &n,
+        "-t",
+        transport,
+        "-r",
+        "5",
+    ];
     uac_args.extend_from_slice(extra_uac);
     let (uac_ok, uac_diag) = sipp("trunk caller", &uac_args).finish(LIMIT);
     let (uas_ok, uas_diag) = uas.finish(LIMIT);
-    assert!(uac_ok && uas_ok, "{uac_diag}\n{uas_diag}\n--- daemon\n{}", d.log());
+    assert!(
+        uac_ok && uas_ok,
+        "{uac_diag}\n{uas_diag}\n--- daemon\n{}",
+        d.log()
+    );
     // The agent's phone saw ACK and BYE come through the proxy: its Via is on top.
     assert!(uas_diag.contains("ACK sip:"), "{uas_diag}");
-    let bye_via = uas_diag.split("BYE sip:").nth(1).and_then(|m| m.lines().find(|l| l.starts_with("Via:"))).unwrap_or("");
-    assert!(bye_via.contains("branch=z9hG4bKsb"), "BYE did not pass the proxy: {bye_via}");
+    let bye_via = uas_diag
+        .split("BYE sip:")
+        .nth(1)
+        .and_then(|m| m.lines().find(|l| l.starts_with("Via:")))
+        .unwrap_or("");
+    assert!(
+        bye_via.contains("branch=z9hG4bKsb"),
+        "BYE did not pass the proxy: {bye_via}"
+    );
 }
 
 #[test]
@@ -68,7 +137,14 @@ fn same_call_over_tcp() {
 #[test]
 fn udp_loss_is_recovered_by_retransmissions() {
     // SIPp drops 10 % of what it sends and receives on both sides; every call must still complete.
-    call_through("u1", "127.0.0.15", "8005", &["-lost", "10"], &["-lost", "10"], 20);
+    call_through(
+        "u1",
+        "127.0.0.15",
+        "8005",
+        &["-lost", "10"],
+        &["-lost", "10"],
+        20,
+    );
 }
 
 #[test]
@@ -77,15 +153,50 @@ fn cancel_before_answer_gives_487_and_agent_sees_cancel() {
     let agent_port = free_port("127.0.0.16");
     register(&d, "8006", "127.0.0.16", agent_port, "u1");
     let ap = agent_port.to_string();
-    let uas = sipp("agent phone", &["-sf", &scenario("uas_cancel.xml"), "-s", "8006", "-i", "127.0.0.16", "-p", &ap, "-m", "1"]);
+    let uas = sipp(
+        "agent phone",
+        &[
+            "-sf",
+            &scenario("uas_cancel.xml"),
+            "-s",
+            "8006",
+            "-i",
+            "127.0.0.16",
+            "-p",
+            &ap,
+            "-m",
+            "1",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let tp = free_port("127.0.0.2").to_string();
-    let (uac_ok, uac_diag) =
-        sipp("trunk caller", &[&d.target(), "-sf", &scenario("uac_cancel.xml"), "-s", "8006", "-i", "127.0.0.2", "-p", &tp, "-m", "1"])
-            .finish(LIMIT);
+    let (uac_ok, uac_diag) = sipp(
+        "trunk caller",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac_cancel.xml"),
+            "-s",
+            "8006",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
     let (uas_ok, uas_diag) = uas.finish(LIMIT);
-    assert!(uac_ok && uas_ok, "{uac_diag}\n{uas_diag}\n--- daemon\n{}", d.log());
-    assert!(uac_diag.contains("SIP/2.0 487 Request Terminated"), "{uac_diag}");
+    assert!(
+        uac_ok && uas_ok,
+        "{uac_diag}\n{uas_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    assert!(
+        uac_diag.contains("SIP/2.0 487 Request Terminated"),
+        "{uac_diag}"
+    );
     assert!(uas_diag.contains("CANCEL sip:8006@"), "{uas_diag}");
 }
 
@@ -102,14 +213,19 @@ To: <sip:{user}@{t}>\r\nFrom: <sip:13800000000@{from}>;tag=a\r\nCall-ID: {branch
             t = d.target()
         )
     };
-    sock.send_to(invite("nf1", "99999", from).as_bytes(), d.addr()).unwrap();
+    sock.send_to(invite("nf1", "99999", from).as_bytes(), d.addr())
+        .unwrap();
     let reply = recv_final(&sock);
     assert!(reply.starts_with("SIP/2.0 404 "), "{reply}");
 
     let stranger = std::net::UdpSocket::bind("127.0.0.99:0").unwrap();
-    stranger.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let from = stranger.local_addr().unwrap();
-    stranger.send_to(invite("st1", "8001", from).as_bytes(), d.addr()).unwrap();
+    stranger
+        .send_to(invite("st1", "8001", from).as_bytes(), d.addr())
+        .unwrap();
     let reply = recv_final(&stranger);
     assert!(reply.starts_with("SIP/2.0 403 "), "{reply}");
 }
@@ -136,11 +252,44 @@ fn registrations_survive_a_restart() {
     assert!(d.log().contains("registrations restored"), "{}", d.log());
     // No new REGISTER: the call must still reach the phone.
     let ap = agent_port.to_string();
-    let uas = sipp("agent phone", &["-sf", &scenario("uas.xml"), "-s", "8007", "-i", "127.0.0.17", "-p", &ap, "-m", "1"]);
+    let uas = sipp(
+        "agent phone",
+        &[
+            "-sf",
+            &scenario("uas.xml"),
+            "-s",
+            "8007",
+            "-i",
+            "127.0.0.17",
+            "-p",
+            &ap,
+            "-m",
+            "1",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let tp = free_port("127.0.0.2").to_string();
-    let (uac_ok, uac_diag) =
-        sipp("trunk caller", &[&d.target(), "-sf", &scenario("uac.xml"), "-s", "8007", "-i", "127.0.0.2", "-p", &tp, "-m", "1"]).finish(LIMIT);
+    let (uac_ok, uac_diag) = sipp(
+        "trunk caller",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "8007",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
     let (uas_ok, uas_diag) = uas.finish(LIMIT);
-    assert!(uac_ok && uas_ok, "{uac_diag}\n{uas_diag}\n--- daemon\n{}", d.log());
+    assert!(
+        uac_ok && uas_ok,
+        "{uac_diag}\n{uas_diag}\n--- daemon\n{}",
+        d.log()
+    );
 }

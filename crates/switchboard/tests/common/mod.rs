@@ -51,7 +51,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { t1_ms: 500, tcp_partial_timeout_s: 10, max_message_bytes: 65535 }
+        Settings {
+            t1_ms: 500,
+            tcp_partial_timeout_s: 10,
+            max_message_bytes: 65535,
+        }
     }
 }
 
@@ -80,7 +84,12 @@ impl Daemon {
 
     fn start_in(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Daemon {
         let child = spawn(&dir, &config);
-        let d = Daemon { child, port, dir, config };
+        let d = Daemon {
+            child,
+            port,
+            dir,
+            config,
+        };
         d.wait_ready();
         d
     }
@@ -125,12 +134,17 @@ impl Daemon {
 
     fn wait_ready(&self) {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let end = Instant::now() + Duration::from_secs(10);
         let mut n = 0;
         while Instant::now() < end {
             n += 1;
-            let msg = options(&self.target(), sock.local_addr().unwrap(), &format!("ready{n}"));
+            let msg = options(
+                &self.target(),
+                sock.local_addr().unwrap(),
+                &format!("ready{n}"),
+            );
             let _ = sock.send_to(msg.as_bytes(), self.addr());
             let mut buf = [0u8; 4096];
             if let Ok((len, _)) = sock.recv_from(&mut buf) {
@@ -150,7 +164,11 @@ impl Drop for Daemon {
 }
 
 fn spawn(dir: &tempfile::TempDir, config: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("daemon.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("daemon.log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "-c"])
         .arg(config)
@@ -170,7 +188,10 @@ fn terminate(child: &mut Child) {
 
 /// Signal a process we started, by its PID (kill(1): no unsafe code in tests).
 fn kill_pid(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// An OPTIONS request to the switchboard itself.
@@ -183,14 +204,25 @@ To: <sip:{target}>\r\nFrom: <sip:probe@{from}>;tag=p{branch}\r\nCall-ID: {branch
 
 /// The test config: the shipped default's shape on a free port, with a temp state file.
 pub fn config_text(port: u16, s: &Settings) -> String {
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml"))
-        .expect("deploy/switchboard.toml");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml"),
+    )
+    .expect("deploy/switchboard.toml");
     shipped
         .replace("127.0.0.1:5060", &format!("127.0.0.1:{port}"))
         .replace("t1_ms = 500", &format!("t1_ms = {}", s.t1_ms))
-        .replace("tcp_partial_timeout_s = 10", &format!("tcp_partial_timeout_s = {}", s.tcp_partial_timeout_s))
-        .replace("max_message_bytes = 65535", &format!("max_message_bytes = {}", s.max_message_bytes))
-        .replace("state_file = \"../var/registrations.tsv\"", "state_file = \"registrations.tsv\"")
+        .replace(
+            "tcp_partial_timeout_s = 10",
+            &format!("tcp_partial_timeout_s = {}", s.tcp_partial_timeout_s),
+        )
+        .replace(
+            "max_message_bytes = 65535",
+            &format!("max_message_bytes = {}", s.max_message_bytes),
+        )
+        .replace(
+            "state_file = \"../var/registrations.tsv\"",
+            "state_file = \"registrations.tsv\"",
+        )
 }
 
 /// A running SIPp process.
@@ -219,11 +251,22 @@ pub fn sipp(name: &str, args: &[&str]) -> Sipp {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sipp");
-    Sipp { child, name: name.to_owned(), trace, _dir: dir }
+    Sipp {
+        child,
+        name: name.to_owned(),
+        trace,
+        _dir: dir,
+    }
 }
 
 fn which_sipp() {
-    if Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+    if Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         panic!("SIPp is not installed: apt-get install -y sip-tester (the README's test command does this)");
     }
 }
@@ -250,9 +293,16 @@ impl Sipp {
             let _ = s.read_to_string(&mut out);
         }
         let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
-        let errors = std::fs::read_to_string(self._dir.path().join("errors.log")).unwrap_or_default();
+        let errors =
+            std::fs::read_to_string(self._dir.path().join("errors.log")).unwrap_or_default();
         let ok = status.is_some_and(|s| s.success());
-        (ok, format!("--- sipp {} status {:?}\n{}\n--- errors\n{}\n--- messages\n{}", self.name, status, out, errors, trace))
+        (
+            ok,
+            format!(
+                "--- sipp {} status {:?}\n{}\n--- errors\n{}\n--- messages\n{}",
+                self.name, status, out, errors, trace
+            ),
+        )
     }
 
     /// The message trace so far.
@@ -276,8 +326,30 @@ pub fn register(d: &Daemon, user: &str, ip: &str, port: u16, transport: &str) {
     let pw = format!("demo-{user}");
     let (ok, diag) = sipp(
         "register",
-        &[&d.target(), "-sf", &scenario("register.xml"), "-s", user, "-au", user, "-ap", &pw, "-i", ip, "-p", &p, "-m", "1", "-t", transport],
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("register.xml"),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            &pw,
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            "1",
+            "-t",
+            transport,
+        ],
     )
     .finish(Duration::from_secs(20));
-    assert!(ok, "registration of {user} failed\n{diag}\n--- daemon\n{}", d.log());
+    assert!(
+        ok,
+        "registration of {user} failed\n{diag}\n--- daemon\n{}",
+        d.log()
+    );
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing what the tests need first (SIPp from Debian's sip-tester).
+# Usage: scripts/test.sh   (as root, or with sipp already installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v sipp >/dev/null 2>&1; then
+  echo "installing SIPp (sip-tester)..."
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sip-tester >/dev/null
+fi
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== the sans-IO rule: the core crates do not depend on tokio"
+for c in sip-core; do
+  if cargo tree -p "$c" -e normal --prefix none | grep -qE '^tokio '; then
+    echo "error: $c depends on tokio (see STYLE.md: sans-IO core)" >&2
+    exit 1
+  fi
+done
+
+echo "== tests"
+cargo test --workspace --release
