@@ -188,6 +188,8 @@ struct Branch {
     timer_c: Option<Instant>,
     /// CANCEL requested before any provisional arrived (§9.1: send it once one does).
     cancel_pending: bool,
+    /// Timer C cancelled this branch: its 487 counts as a 408 upstream (§16.8).
+    timed_out: bool,
     uri: String,
 }
 
@@ -734,6 +736,7 @@ impl Proxy {
             final_response: None,
             timer_c,
             cancel_pending: false,
+            timed_out: false,
             uri,
         });
         self.clients.insert(
@@ -878,6 +881,9 @@ impl Proxy {
             return;
         }
         if let Some(branch) = self.branch_mut(id, b) {
+            if branch.timed_out && status == 487 {
+                resp.set_status(408, "Request Timeout");
+            }
             branch.final_response = Some(resp);
         }
         if status >= 600 {
@@ -1022,7 +1028,10 @@ impl Proxy {
         }
         branch.timer_c = None;
         match branch.state {
-            BranchState::Proceeding => self.cancel_branch(now, id, b),
+            BranchState::Proceeding => {
+                branch.timed_out = true;
+                self.cancel_branch(now, id, b);
+            }
             BranchState::Trying => {
                 branch.state = BranchState::Done(408);
                 if let Some(cid) = branch.client.take() {
@@ -1683,6 +1692,13 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
                 p.handle_timeout(c);
                 let (tx, _) = drain(&mut p);
                 assert!(tx.iter().any(|t| text(t).starts_with("CANCEL ")));
+                // The phone answers the INVITE with 487; the caller gets 408 (Timer C, §16.8).
+                p.handle_message(c, udp(DOWN), &answer(&fwd, 487, "Request Terminated"));
+                let (tx, _) = drain(&mut p);
+                assert!(tx
+                    .iter()
+                    .any(|t| text(t).starts_with("SIP/2.0 408")
+                        && t.peer.addr == UP.parse().unwrap()));
                 return;
             }
         }

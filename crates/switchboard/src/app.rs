@@ -278,11 +278,18 @@ impl Switch {
                     sip_core::registrar::Transport::Tcp => Transport::Tcp,
                     sip_core::registrar::Transport::Tls => Transport::Tls,
                 };
+                // UDP: the REGISTER's source address (NAT). TCP/TLS: the phone's connection while it
+                // lives, else a new connection to its Contact address (a stream's source port is
+                // ephemeral).
+                let addr = match transport {
+                    Transport::Udp => b.source,
+                    _ => uri.peer().map_or(b.source, |p| p.addr),
+                };
                 Some(Target {
                     uri: uri.uri,
                     peer: Peer {
                         transport,
-                        addr: b.source,
+                        addr,
                         conn: b.conn_id,
                     },
                 })
