@@ -27,7 +27,7 @@ use crate::message::{
 };
 use crate::time::Instant;
 use crate::transaction::{
-    InviteClient, InviteServer, NonInviteClient, NonInviteServer, TimerConfig, TxAction, TxKey,
+    InviteClient, InviteClientState, InviteServer, NonInviteClient, NonInviteServer, TimerConfig, TxAction, TxKey,
 };
 
 /// One address the proxy listens on.
@@ -820,6 +820,7 @@ impl Proxy {
             return;
         };
         let target = branch.uri.clone();
+        let done_already = matches!(branch.state, BranchState::Done(_));
         if status < 200 {
             if matches!(branch.state, BranchState::Trying) {
                 branch.state = BranchState::Proceeding;
@@ -836,7 +837,7 @@ impl Proxy {
             if pending_cancel {
                 self.cancel_branch(now, id, b);
             }
-            if status == 100 {
+            if status == 100 || done_already {
                 return;
             }
             self.out
@@ -932,56 +933,79 @@ impl Proxy {
         }
     }
 
+    /// CANCEL a branch (§16.10): at once if its INVITE client transaction has a provisional, else as
+    /// soon as one arrives (§9.1).
     fn cancel_branch(&mut self, now: Instant, id: ServerId, b: usize) {
-        let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) else {
+        let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) else { return };
+        let Some(branch) = ctx.branches.get_mut(b) else { return };
+        let Some(cid) = branch.client else { return };
+        let Some(ClientEntry { kind: ClientKind::Invite(tx), peer, .. }) = self.clients.get(&cid) else {
             return;
         };
-        let Some(branch) = ctx.branches.get_mut(b) else {
-            return;
-        };
-        match branch.state {
-            BranchState::Done(_) => {}
-            BranchState::Trying => branch.cancel_pending = true,
-            BranchState::Proceeding => {
-                let Some(cid) = branch.client else { return };
-                let Some(ClientEntry {
-                    kind: ClientKind::Invite(tx),
-                    peer,
-                    ..
-                }) = self.clients.get(&cid)
-                else {
-                    return;
-                };
-                let Some(cancel) = tx.cancel_request() else {
-                    return;
-                };
-                let peer = *peer;
-                let key = TxKey::Client {
-                    branch: cancel.meta.via.branch.clone().unwrap_or_default(),
-                    method: crate::transaction::MethodKey::Cancel,
-                };
-                if self.client_keys.contains_key(&key) {
-                    return;
-                }
-                let (tx, actions) = NonInviteClient::start(
-                    now,
-                    cancel.to_bytes(),
-                    peer.transport.is_reliable(),
-                    self.cfg.timers,
-                );
-                let ccid = ClientId(self.alloc());
-                self.clients.insert(
-                    ccid,
-                    ClientEntry {
-                        key: key.clone(),
-                        kind: ClientKind::NonInvite(tx),
-                        peer,
-                        owner: None,
-                    },
-                );
-                self.client_keys.insert(key, ccid);
-                self.apply_client_actions(now, ccid, actions);
+        match tx.state() {
+            InviteClientState::Calling => {
+                branch.cancel_pending = true;
+                return;
             }
+            InviteClientState::Proceeding => {}
+            _ => return,
+        }
+        let Some(cancel) = tx.cancel_request() else { return };
+        let peer = *peer;
+        let key = TxKey::Client {
+            branch: cancel.meta.via.branch.clone().unwrap_or_default(),
+            method: crate::transaction::MethodKey::Cancel,
+        };
+        if self.client_keys.contains_key(&key) {
+            return;
+        }
+        let (tx, actions) = NonInviteClient::start(now, cancel.to_bytes(), peer.transport.is_reliable(), self.cfg.timers);
+        let ccid = ClientId(self.alloc());
+        self.clients.insert(ccid, ClientEntry { key: key.clone(), kind: ClientKind::NonInvite(tx), peer, owner: None });
+        self.client_keys.insert(key, ccid);
+        self.apply_client_actions(now, ccid, actions);
+    }
+
+    /// Give up on every unanswered branch of `id` (ring timeout): ringing ones are CANCELled, silent
+    /// ones are CANCELled as soon as they answer provisionally. Each counts as a 408, and when no
+    /// branch is left the context reports [`Event::BranchesFailed`] (or sends its best response).
+    pub fn give_up_branches(&mut self, now: Instant, id: ServerId) {
+        self.give_up(now, id, true);
+    }
+
+    /// Give up only on branches that have sent nothing at all (a trunk that is down), so that the
+    /// next target can be tried without waiting for Timer B.
+    pub fn give_up_silent_branches(&mut self, now: Instant, id: ServerId) {
+        self.give_up(now, id, false);
+    }
+
+    fn give_up(&mut self, now: Instant, id: ServerId, ringing_too: bool) {
+        let n = self.servers.get(&id).and_then(|e| e.ctx.as_ref()).map_or(0, |c| c.branches.len());
+        let mut changed = false;
+        for b in 0..n {
+            let state = match self.branch_mut(id, b) {
+                Some(br) => br.state,
+                None => continue,
+            };
+            let give_up = match state {
+                BranchState::Trying => true,
+                BranchState::Proceeding => ringing_too,
+                BranchState::Done(_) => false,
+            };
+            if !give_up {
+                continue;
+            }
+            self.cancel_branch(now, id, b);
+            if let Some(br) = self.branch_mut(id, b) {
+                br.state = BranchState::Done(408);
+                br.timer_c = None;
+                let target = br.uri.clone();
+                self.out.push_back(Output::Event(Box::new(Event::BranchResponse { id, status: 408, target })));
+                changed = true;
+            }
+        }
+        if changed {
+            self.check_all_done(now, id);
         }
     }
 

@@ -4,8 +4,13 @@
 //! returns. It owns the proxy, the registrar and the authenticators, and answers each
 //! [`Event::Request`] the proxy raises.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use dialplan::{CompiledPlan, Decision, QueueRoute};
 
 use sip_core::auth::{
     Account, AuthConfig, AuthOutcome, Authenticator, ChallengeKind, CredentialStore,
@@ -41,6 +46,16 @@ pub struct Switch {
     reg_auth: Authenticator,
     proxy_auth: Authenticator,
     trunks: Vec<Trunk>,
+    /// The dialplan snapshot new calls are routed with; swapped whole on reload.
+    plan: Arc<CompiledPlan>,
+    /// Agents per queue id, in config order (the interim queue: ring them one after another).
+    queue_members: HashMap<String, Vec<String>>,
+    /// Calls being hunted: the steps still to try.
+    calls: HashMap<ServerId, Call>,
+    /// Ring and trunk-failover timers: (deadline, call, step number, is trunk).
+    timers: BinaryHeap<Reverse<(Instant, ServerId, u32, bool)>>,
+    ring_timeout: Duration,
+    trunk_failover: Duration,
     /// New calls are refused with 503 while the daemon drains for shutdown.
     draining: bool,
     /// Set when registrations changed and the state file should be rewritten.
@@ -57,7 +72,7 @@ pub struct Tally {
 
 impl Switch {
     /// Build from a validated config. `secret` keys nonces and Record-Route signatures.
-    pub fn new(loaded: &Loaded, secret: [u8; 32], salt: u64) -> Switch {
+    pub fn new(loaded: &Loaded, plan: Arc<CompiledPlan>, secret: [u8; 32], salt: u64) -> Switch {
         let c = &loaded.config;
         let listeners = c
             .sip
@@ -114,9 +129,32 @@ impl Switch {
             reg_auth: Authenticator::new(reg_cfg, secret),
             proxy_auth: Authenticator::new(proxy_cfg, s2),
             trunks: loaded.trunks.clone(),
+            plan,
+            queue_members: queue_members(loaded),
+            calls: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ring_timeout: Duration::from_secs(c.routing.ring_timeout_s),
+            trunk_failover: Duration::from_millis(c.routing.trunk_failover_ms),
             draining: false,
             registrations_dirty: false,
         }
+    }
+
+    /// Apply a reloaded config and dialplan. Calls in progress keep the steps they were given; new
+    /// calls use the new plan. Listeners and timers need a restart.
+    pub fn apply_reload(&mut self, loaded: &Loaded, plan: Arc<CompiledPlan>) {
+        let c = &loaded.config;
+        self.credentials = credential_store(loaded);
+        self.trunks = loaded.trunks.clone();
+        self.queue_members = queue_members(loaded);
+        self.ring_timeout = Duration::from_secs(c.routing.ring_timeout_s);
+        self.trunk_failover = Duration::from_millis(c.routing.trunk_failover_ms);
+        self.plan = plan;
+    }
+
+    /// The plan new calls use.
+    pub fn plan(&self) -> &Arc<CompiledPlan> {
+        &self.plan
     }
 
     /// Stop taking new calls (graceful shutdown): new INVITEs get 503.
@@ -144,6 +182,15 @@ impl Switch {
     /// Fire due timers, including registration expiry.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         self.proxy.handle_timeout(now);
+        self.pump(now, out);
+        while let Some(Reverse((t, id, seq, trunk))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            self.on_step_timer(now, id, seq, trunk);
+            self.pump(now, out);
+        }
         if self.registrar.next_expiry().is_some_and(|t| t <= now) {
             let gone = self.registrar.expire(now);
             if !gone.is_empty() {
@@ -184,10 +231,25 @@ impl Switch {
             Event::InDialog { method, source, .. } => {
                 debug!(%method, %source.addr, "in-dialog request routed")
             }
-            Event::Cancelled { id } => debug!(?id, "caller cancelled"),
-            Event::BranchResponse { .. } | Event::Finished { .. } => {}
+            Event::Cancelled { id } => {
+                debug!(?id, "caller cancelled");
+                self.calls.remove(&id);
+            }
+            Event::BranchResponse { id, status, .. } => {
+                // A 2xx ends the hunt; so does a 6xx (global failure).
+                if status >= 200 && status < 300 || status >= 600 {
+                    self.calls.remove(&id);
+                }
+            }
+            Event::Finished { id, .. } => {
+                self.calls.remove(&id);
+            }
             Event::BranchesFailed { id, .. } => {
-                let _ = self.proxy.send_best_response(now, id);
+                if self.calls.contains_key(&id) {
+                    self.next_step(now, id);
+                } else {
+                    let _ = self.proxy.send_best_response(now, id);
+                }
             }
         }
     }
@@ -256,23 +318,78 @@ impl Switch {
         let Some(origin) = self.identify(now, id, req, source) else {
             return;
         };
-        if self.draining && req.method() == Method::Invite {
-            self.reply(
-                now,
-                id,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "30")],
-            );
+        let dialed = req.uri_user().unwrap_or("");
+        let caller = caller_number(req);
+        let trunk_prefecture = match &origin {
+            Origin::Trunk { name } => self.trunks.iter().find(|t| &t.name == name).and_then(|t| t.prefecture.clone()),
+            Origin::Agent { .. } => None,
+        };
+        let plan = self.plan.clone();
+        let decision = plan.route(dialed, &caller, trunk_prefecture.as_deref());
+        if let Decision::Emergency { service, prefecture } = decision {
+            // The emergency bridge (issue 5) is not built: no PSAP is configured. Never silence: a
+            // clear 503 and an alarm in the log.
+            tracing::error!(%service, prefecture = %plan.center(prefecture).id, "ALARM: emergency call but no PSAP route is configured");
+            self.reply(now, id, 503, "Service Unavailable (no PSAP configured)", &[]);
             return;
         }
-        let dialed = req.uri_user().unwrap_or("");
-        let targets: Vec<Target> = self
-            .registrar
-            .lookup(dialed, now)
+        if self.draining && req.method() == Method::Invite {
+            self.reply(now, id, 503, "Service Unavailable", &[("Retry-After", "30")]);
+            return;
+        }
+        let (steps, what) = match decision {
+            Decision::Queue(q) => (self.queue_steps(&plan, &q), describe_queue(&q)),
+            Decision::Dual { department_queue, fallback, line, .. } => {
+                let mut steps = self.agents_of(department_queue.as_str());
+                steps.extend(self.queue_steps(&plan, &fallback));
+                (steps, format!("dual line {} → {} then {}", line.number, department_queue, fallback.queue))
+            }
+            Decision::Subcenter { targets, fallback, line, .. } => {
+                let mut steps: Vec<Step> = targets
+                    .iter()
+                    .filter_map(|t| RouteUri::parse(&t.uri).and_then(|u| Some(Step::Trunk(Target { peer: u.peer()?, uri: u.uri }))))
+                    .collect();
+                steps.extend(self.queue_steps(&plan, &fallback));
+                (steps, format!("sub-center line {} → {} targets then {}", line.number, targets.len(), fallback.queue))
+            }
+            Decision::Emergency { .. } => return,
+            Decision::NotFound { .. } => {
+                // Not in the plan: an agent's own number stays dialable.
+                let contacts = self.contacts_of(dialed, now);
+                if contacts.is_empty() {
+                    debug!(dialed = %Redacted(dialed), ?origin, "no route");
+                    self.reply(now, id, 404, "Not Found (no such number)", &[]);
+                    return;
+                }
+                (vec![Step::Agent(dialed.to_owned())], format!("agent {dialed}"))
+            }
+        };
+        info!(dialed = %Redacted(dialed), caller = %Redacted(&caller), ?origin, route = %what, "routing call");
+        self.calls.insert(id, Call { steps: steps.into(), seq: 0, tried: 0 });
+        self.next_step(now, id);
+    }
+
+    /// The agents of a queue, in config order, as hunting steps.
+    fn agents_of(&self, queue: &str) -> Vec<Step> {
+        self.queue_members.get(queue).map(|v| v.iter().map(|u| Step::Agent(u.clone())).collect()).unwrap_or_default()
+    }
+
+    /// A 12345 queue: its agents, then the provincial center's (overflow).
+    fn queue_steps(&self, plan: &CompiledPlan, q: &QueueRoute<'_>) -> Vec<Step> {
+        let mut steps = self.agents_of(q.queue.as_str());
+        let province = plan.provincial_center();
+        if plan.center(q.center).queue != plan.center(province).queue {
+            steps.extend(self.agents_of(plan.center(province).queue.as_str()));
+        }
+        steps
+    }
+
+    /// Registered contacts of an agent, as proxy targets.
+    fn contacts_of(&self, user: &str, now: Instant) -> Vec<Target> {
+        self.registrar
+            .lookup(user, now)
             .filter_map(|b| {
                 let uri = RouteUri::parse(&b.contact_uri)?;
-                // Send to where the REGISTER came from (NAT), over the connection it used if alive.
                 let transport = match b.transport {
                     sip_core::registrar::Transport::Udp => Transport::Udp,
                     sip_core::registrar::Transport::Tcp => Transport::Tcp,
@@ -285,28 +402,58 @@ impl Switch {
                     Transport::Udp => b.source,
                     _ => uri.peer().map_or(b.source, |p| p.addr),
                 };
-                Some(Target {
-                    uri: uri.uri,
-                    peer: Peer {
-                        transport,
-                        addr,
-                        conn: b.conn_id,
-                    },
-                })
+                Some(Target { uri: uri.uri, peer: Peer { transport, addr, conn: b.conn_id } })
             })
-            .collect();
-        if targets.is_empty() {
-            debug!(dialed = %Redacted(dialed), ?origin, "no route");
-            self.reply(now, id, 404, "Not Found (no such number)", &[]);
+            .collect()
+    }
+
+    /// Ring the next agent or trunk of a call; with none left, answer with the best failure.
+    fn next_step(&mut self, now: Instant, id: ServerId) {
+        loop {
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            let Some(step) = call.steps.pop_front() else {
+                let tried = call.tried;
+                self.calls.remove(&id);
+                if tried == 0 {
+                    self.reply(now, id, 480, "Temporarily Unavailable (no agent available)", &[]);
+                } else {
+                    let _ = self.proxy.send_best_response(now, id);
+                }
+                return;
+            };
+            let (targets, timeout) = match &step {
+                Step::Agent(user) => (self.contacts_of(user, now), self.ring_timeout),
+                Step::Trunk(t) => (vec![t.clone()], self.trunk_failover),
+            };
+            if targets.is_empty() {
+                continue; // not registered: next
+            }
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            call.seq += 1;
+            call.tried += 1;
+            let seq = call.seq;
+            debug!(?id, ?step, "trying");
+            if self.proxy.forward(now, id, &targets, FailurePolicy::AskApplication).is_err() {
+                self.calls.remove(&id);
+                return;
+            }
+            self.timers.push(Reverse((now + timeout, id, seq, matches!(step, Step::Trunk(_)))));
             return;
         }
-        info!(dialed = %Redacted(dialed), ?origin, branches = targets.len(), "routing call");
-        if self
-            .proxy
-            .forward(now, id, &targets, FailurePolicy::SendBest)
-            .is_err()
-        {
-            self.reply(now, id, 500, "Server Internal Error", &[]);
+    }
+
+    /// A ring or trunk timer fired: give up on the current step's branches.
+    fn on_step_timer(&mut self, now: Instant, id: ServerId, seq: u32, trunk: bool) {
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.seq != seq {
+            return;
+        }
+        if trunk {
+            // A sub-center that has not even said 100 Trying is down: fail over now.
+            self.proxy.give_up_silent_branches(now, id);
+        } else {
+            // Ring timeout: CANCEL the ringing phones; the next agent follows.
+            self.proxy.give_up_branches(now, id);
         }
     }
 
@@ -388,6 +535,55 @@ impl Switch {
             let _ = self.proxy.respond(now, id, b);
         }
     }
+}
+
+/// One hunting step of a call.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Ring this agent's registered phones.
+    Agent(String),
+    /// Try this trunk target (a sub-center).
+    Trunk(Target),
+}
+
+/// A call the switchboard is still placing.
+#[derive(Debug)]
+struct Call {
+    steps: VecDeque<Step>,
+    /// Number of the step now ringing (timers carry it, so a stale timer is ignored).
+    seq: u32,
+    /// Steps actually tried (a step whose agent is not registered is skipped).
+    tried: u32,
+}
+
+fn describe_queue(q: &QueueRoute<'_>) -> String {
+    match (q.line, q.skill) {
+        (Some(line), Some(skill)) => format!("line {} ({}) → queue {} skill {}", line.number, line.mode(), q.queue, skill),
+        _ => format!("hotline → queue {}", q.queue),
+    }
+}
+
+/// The caller's number: P-Asserted-Identity if the trunk sent one, else the From user.
+fn caller_number(req: &Request) -> String {
+    let v = req.header("P-Asserted-Identity").or_else(|| req.header("From")).unwrap_or_default();
+    RouteUri::parse(&v)
+        .and_then(|u| u.user)
+        .or_else(|| {
+            // tel: URIs
+            let start = v.find("tel:")? + 4;
+            Some(v[start..].split(|c: char| c == '>' || c == ';').next()?.to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn queue_members(loaded: &Loaded) -> HashMap<String, Vec<String>> {
+    let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    for a in &loaded.config.agents {
+        for q in &a.queues {
+            m.entry(q.get_ref().clone()).or_default().push(a.user.get_ref().clone());
+        }
+    }
+    m
 }
 
 const ALLOW: &str =

@@ -25,6 +25,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where calls go: the dialplans and the hunting timers.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// Named SIP peers (PBXs, carrier gateways) recognised by source address.
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
@@ -143,6 +146,42 @@ pub enum AlgorithmName {
     Sha256,
 }
 
+/// Routing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Folder of the dialplan TOML files (relative to the config file's folder).
+    #[serde(default = "default_dialplans_dir")]
+    pub dialplans_dir: PathBuf,
+    /// How long one agent's phones ring before the call moves to the next agent.
+    #[serde(default = "default_ring_timeout_s")]
+    pub ring_timeout_s: u64,
+    /// How long a trunk target (a sub-center) may stay silent, with no provisional response, before
+    /// the next target is tried.
+    #[serde(default = "default_trunk_failover_ms")]
+    pub trunk_failover_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            dialplans_dir: default_dialplans_dir(),
+            ring_timeout_s: default_ring_timeout_s(),
+            trunk_failover_ms: default_trunk_failover_ms(),
+        }
+    }
+}
+
+fn default_dialplans_dir() -> PathBuf {
+    PathBuf::from("../dialplans")
+}
+fn default_ring_timeout_s() -> u64 {
+    20
+}
+fn default_trunk_failover_ms() -> u64 {
+    2000
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +242,10 @@ pub struct AgentConfig {
     /// Whether the password is a published demo password (a warning is logged off loopback).
     #[serde(default)]
     pub demo: bool,
+    /// Queues this agent answers, by the dialplan's queue ids (`12345-xining`, `dept-12315`). Until
+    /// the seat manager lands, a queue rings its registered agents in this file's order.
+    #[serde(default)]
+    pub queues: Vec<Spanned<String>>,
 }
 
 fn default_max_message_bytes() -> usize {

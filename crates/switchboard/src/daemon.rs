@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::Switch;
 use crate::config::{Loaded, TransportName};
+use crate::setup::{Setup, SetupErrors};
 use crate::ratelimit::LogLimiter;
 use crate::transport::{Inbound, TcpLimits, TcpTransport};
 
@@ -34,11 +35,13 @@ const INBOUND_QUEUE: usize = 8192;
 const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 
 /// Run the daemon until SIGTERM (graceful) or SIGINT (fast).
-pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
+pub async fn run(setup: Setup) -> anyhow::Result<()> {
+    let loaded = setup.loaded.clone();
     let c = loaded.config.clone();
     let clock = Clock::new();
     let secret: [u8; 32] = rand::random();
-    let mut sw = Switch::new(&loaded, secret, rand::random());
+    let mut sw = Switch::new(&loaded, setup.plan.clone(), secret, rand::random());
+    info!(plan = %setup.plan.name(), lines = setup.plan.lines().len(), "dialplan loaded");
 
     let state_file = loaded.resolve(&c.registrar.state_file);
     match std::fs::read_to_string(&state_file) {
@@ -100,6 +103,9 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let reload_requests = Arc::new(tokio::sync::Notify::new());
+    let (reload_tx, mut reload_rx) = mpsc::channel::<Result<Setup, SetupErrors>>(1);
+    tokio::spawn(reloader(loaded.path.clone(), reload_requests.clone(), reload_tx));
     let mut out: Vec<Transmit> = Vec::with_capacity(16);
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut next_persist = tokio::time::Instant::now();
@@ -139,8 +145,26 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
                 break;
             }
             _ = sighup.recv() => {
-                info!("SIGHUP: reloading is not implemented yet; the running config stays");
+                info!("SIGHUP: reloading config and dialplans");
+                reload_requests.notify_one();
             }
+            Some(result) = reload_rx.recv() => match result {
+                Ok(new) => {
+                    if new.loaded.config.sip.listen.iter().map(|l| l.get_ref().addr).ne(c.sip.listen.iter().map(|l| l.get_ref().addr)) {
+                        warn!("reload: listener changes need a restart; the listeners stay as they are");
+                    }
+                    sw.apply_reload(&new.loaded, new.plan.clone());
+                    metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "ok").increment(1);
+                    info!(plan = %new.plan.name(), lines = new.plan.lines().len(), "reload: new config and dialplan in service");
+                }
+                Err(e) => {
+                    metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "error").increment(1);
+                    for line in &e.0 {
+                        error!("reload refused: {line}");
+                    }
+                    error!(errors = e.0.len(), "reload refused; the running config and dialplan stay in service");
+                }
+            },
         }
         for t in out.drain(..) {
             sender.send(t).await;
@@ -168,6 +192,22 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     }
     info!("switchboard stopped");
     Ok(())
+}
+
+/// Loads config and dialplans off the core task when asked. Requests that arrive while a load runs
+/// are coalesced into one more load; loads never overlap.
+async fn reloader(path: PathBuf, requests: Arc<tokio::sync::Notify>, tx: mpsc::Sender<Result<Setup, SetupErrors>>) {
+    loop {
+        requests.notified().await;
+        let p = path.clone();
+        let result = match tokio::task::spawn_blocking(move || crate::setup::load(&p)).await {
+            Ok(r) => r,
+            Err(e) => Err(SetupErrors(vec![format!("reload task failed: {e}")])),
+        };
+        if tx.send(result).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn export_text(reg: &Registrar, now: Instant) -> String {

@@ -3,6 +3,8 @@
 pub mod app;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
+pub mod setup;
 pub mod transport;

@@ -45,14 +45,16 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match config::load(&config) {
-            Ok(l) => {
+        Cmd::Check { config } => match switchboard::setup::load(&config) {
+            Ok(s) => {
                 println!(
-                    "{}: ok ({} listeners, {} trunks, {} agents)",
+                    "{}: ok ({} listeners, {} trunks, {} agents; dialplan `{}` with {} lines)",
                     config.display(),
-                    l.config.sip.listen.len(),
-                    l.trunks.len(),
-                    l.config.agents.len()
+                    s.loaded.config.sip.listen.len(),
+                    s.loaded.trunks.len(),
+                    s.loaded.config.agents.len(),
+                    s.plan.name(),
+                    s.plan.lines().len()
                 );
                 ExitCode::SUCCESS
             }
@@ -82,14 +84,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Run { config } => {
-            let loaded = match config::load(&config) {
-                Ok(l) => l,
+            let setup = match switchboard::setup::load(&config) {
+                Ok(s) => s,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging(&loaded.config.log);
+            init_logging(&setup.loaded.config.log);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -101,7 +103,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(switchboard::daemon::run(loaded)) {
+            match rt.block_on(switchboard::daemon::run(setup)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("fatal: {e:#}");

@@ -69,6 +69,7 @@ impl Daemon {
         let port = free_port("127.0.0.1");
         let config = dir.path().join("switchboard.toml");
         std::fs::write(&config, config_text(port, &s)).unwrap();
+        copy_dialplans(dir.path(), &s.plan_edits);
         Self::start_in(dir, config, port)
     }
 
@@ -222,6 +223,12 @@ pub fn config_text(port: u16, s: &Settings) -> String {
         .replace(
             "state_file = \"../var/registrations.tsv\"",
             "state_file = \"registrations.tsv\"",
+        )
+        .replace("dialplans_dir = \"../dialplans\"", "dialplans_dir = \"dialplans\"")
+        .replace("ring_timeout_s = 20", &format!("ring_timeout_s = {}", s.ring_timeout_s))
+        .replace(
+            "trunk_failover_ms = 2000",
+            &format!("trunk_failover_ms = {}", s.trunk_failover_ms),
         )
 }
 

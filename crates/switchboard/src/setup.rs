@@ -1,0 +1,58 @@
+//! Loading everything a running switchboard needs, the same way for `run`, `check` and SIGHUP:
+//! the config, then the dialplans it names, then the checks that cross them. Every problem is
+//! collected and reported as `file:line:col: message`; nothing half-loaded is ever returned.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dialplan::CompiledPlan;
+
+use crate::config::{self, line_col, Loaded};
+
+/// A config and the plan it names, validated together.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub loaded: Loaded,
+    pub plan: Arc<CompiledPlan>,
+}
+
+/// Every problem found, one `file:line:col: message` per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SetupErrors(pub Vec<String>);
+
+/// Load and cross-check the config at `path` and its dialplans.
+pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
+    let loaded = config::load(path).map_err(|e| SetupErrors(e.0.iter().map(|p| p.to_string()).collect()))?;
+    let dir = loaded.resolve(&loaded.config.routing.dialplans_dir);
+    let plan = dialplan::load_dir(&dir).map_err(|e| SetupErrors(e.to_string().lines().map(str::to_owned).collect()))?;
+    let mut problems = Vec::new();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let known: std::collections::HashSet<&str> = plan.queue_ids().collect();
+    for a in &loaded.config.agents {
+        for q in &a.queues {
+            if !known.contains(q.get_ref().as_str()) {
+                let (line, col) = line_col(&text, q.span().start);
+                problems.push(format!(
+                    "{}:{line}:{col}: agent `{}` answers queue `{}`, which no dialplan in {} defines",
+                    path.display(),
+                    a.user.get_ref(),
+                    q.get_ref(),
+                    dir.display()
+                ));
+            }
+        }
+    }
+    for t in &loaded.trunks {
+        if let Some(p) = &t.prefecture {
+            if plan.prefecture_by_id(p).is_none() {
+                problems.push(format!("{}:1:1: trunk `{}` names prefecture `{p}`, which the dialplan does not define", path.display(), t.name));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Setup { loaded, plan: Arc::new(plan) })
+    } else {
+        Err(SetupErrors(problems))
+    }
+}
