@@ -4,12 +4,15 @@
 #   benches/run.sh [--target kamailio|switchboard|both] [--rates "200 500 1000 ..."]
 #                  [--duration S] [--workers N] [--number USER]
 #                  [--switchboard-bin PATH] [--switchboard-config PATH]
-#                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR]
+#                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR] [--no-build]
 #
 # For every target and every rate of the ladder it starts a fresh SIPp UAS, a fresh proxy,
 # then a SIPp UAC that places rate*duration calls at that rate (bounded by -m, SIPp's own
 # -timeout and an outer `timeout`). It reports successful/failed calls and the proxy's CPU
 # time (utime+stime of the whole process tree, from /proc) per successful call.
+# The switchboard target defaults to target/release/switchboard (built by cargo first, unless
+# --no-build or another binary/command is given) and benches/switchboard.bench.toml; in each
+# rung the UAS's ip:port first REGISTERs as agent NUMBER (digest), then the UAS starts there.
 # See benches/README.md for the switchboard interface.
 set -euo pipefail
 
@@ -23,16 +26,22 @@ WORKERS="${BENCH_WORKERS:-2}"
 NUMBER="${BENCH_NUMBER:-12345}"
 PAUSE_MS="${BENCH_PAUSE_MS:-100}"
 SHM_MB="${BENCH_KAMAILIO_SHM_MB:-1024}"
-SWITCHBOARD_BIN="${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}"
+SWITCHBOARD_BIN_DEFAULT="$ROOT/target/release/switchboard"
+SWITCHBOARD_BIN="${SWITCHBOARD_BIN:-$SWITCHBOARD_BIN_DEFAULT}"
 SWITCHBOARD_CONFIG="${SWITCHBOARD_CONFIG:-}"
 SWITCHBOARD_CMD="${SWITCHBOARD_CMD:-}"
+# The agent account the SIPp UAS registers as (user = NUMBER) before the load, and the realm.
+SB_REALM="${BENCH_SWITCHBOARD_REALM:-12345.qh}"
+SB_PASSWORD="${BENCH_SWITCHBOARD_PASSWORD:-}" # default bench-<NUMBER>, set after the options
+SB_REGISTER="${BENCH_SWITCHBOARD_REGISTER:-1}"
+BUILD="${BENCH_BUILD:-1}"
 RESULTS_DIR="${BENCH_RESULTS_DIR:-$HERE/results}"
 
 PROXY_ADDR=127.0.3.1
 UAS_ADDR=127.0.3.2
 UAC_ADDR=127.0.3.3
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -45,6 +54,7 @@ while [[ $# -gt 0 ]]; do
 		--switchboard-config) SWITCHBOARD_CONFIG="$2"; shift 2 ;;
 		--switchboard-cmd) SWITCHBOARD_CMD="$2"; shift 2 ;;
 		--results-dir) RESULTS_DIR="$2"; shift 2 ;;
+		--no-build) BUILD=0; shift ;;
 		-h|--help) usage 0 ;;
 		*) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
 	esac
@@ -69,10 +79,23 @@ done
 if [[ " ${TARGETS[*]} " == *" kamailio "* ]]; then
 	command -v kamailio >/dev/null || { echo "missing kamailio (apt-get install -y kamailio)" >&2; exit 2; }
 fi
+SB_PASSWORD="${SB_PASSWORD:-bench-$NUMBER}"
 if [[ " ${TARGETS[*]} " == *" switchboard "* && -z "$SWITCHBOARD_CMD" ]]; then
+	if [[ "$BUILD" == 1 && "$SWITCHBOARD_BIN" == "$SWITCHBOARD_BIN_DEFAULT" ]]; then
+		command -v cargo >/dev/null || { echo "missing cargo (or pass --no-build / --switchboard-bin)" >&2; exit 2; }
+		echo "[bench] cargo build --release -p switchboard --bin switchboard" >&2
+		(cd "$ROOT" && cargo build --release -q -p switchboard --bin switchboard) \
+			|| { echo "cargo build failed" >&2; exit 2; }
+	fi
 	[[ -x "$SWITCHBOARD_BIN" ]] || { echo "switchboard binary not found: $SWITCHBOARD_BIN (cargo build --release, or --switchboard-bin)" >&2; exit 2; }
-	[[ -n "$SWITCHBOARD_CONFIG" && -f "$SWITCHBOARD_CONFIG" ]] \
-		|| { echo "switchboard target needs --switchboard-config PATH (a template, see README) or --switchboard-cmd" >&2; exit 2; }
+fi
+if [[ " ${TARGETS[*]} " == *" switchboard "* ]]; then
+	SWITCHBOARD_CONFIG="${SWITCHBOARD_CONFIG:-$HERE/switchboard.bench.toml}"
+	[[ -f "$SWITCHBOARD_CONFIG" ]] \
+		|| { echo "switchboard config template not found: $SWITCHBOARD_CONFIG (see README)" >&2; exit 2; }
+fi
+if [[ " ${TARGETS[*]} " == *" switchboard "* && "$SB_REGISTER" == 1 ]]; then
+	[[ -f "$ROOT/tests/sipp/register.xml" ]] || { echo "missing $ROOT/tests/sipp/register.xml" >&2; exit 2; }
 fi
 
 WORK="$(mktemp -d /tmp/switchboard-bench.XXXXXX)"
@@ -93,11 +116,11 @@ descendants() {
 	done
 }
 
-stop_pid() {
-	local pid="$1" tree p i
+stop_pid() { # pid [signal, default TERM]
+	local pid="$1" sig="${2:-TERM}" tree p i
 	kill -0 "$pid" 2>/dev/null || return 0
 	tree="$(descendants "$pid")"
-	kill -TERM "$pid" 2>/dev/null || true
+	kill "-$sig" "$pid" 2>/dev/null || true
 	for ((i = 0; i < 50; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
@@ -197,7 +220,9 @@ start_kamailio() { # listen_port uas_port dir -> sets PROXY_PID
 #   SWITCHBOARD_BIN SWITCHBOARD_CONFIG                 binary; rendered config (see below)
 # If --switchboard-config is given, that file is treated as a template: the tokens
 # @LISTEN_ADDR@ @LISTEN_PORT@ @UAS_ADDR@ @UAS_PORT@ @NUMBER@ @WORKERS@ @TMPDIR@ are replaced
-# and SWITCHBOARD_CONFIG points at the rendered copy in the run's temp dir.
+# and SWITCHBOARD_CONFIG points at the rendered copy in the run's temp dir; so are @REALM@
+# (BENCH_SWITCHBOARD_REALM, default 12345.qh) and @HA1_MD5@ = MD5(NUMBER:REALM:PASSWORD) with
+# PASSWORD = BENCH_SWITCHBOARD_PASSWORD (default bench-NUMBER), for the agent the UAS registers as.
 # Default command: "$SWITCHBOARD_BIN" run -c "$SWITCHBOARD_CONFIG"
 start_switchboard() { # listen_port uas_port dir -> sets PROXY_PID
 	local lport="$1" uport="$2" dir="$3" cfg="" cmd
@@ -206,6 +231,7 @@ start_switchboard() { # listen_port uas_port dir -> sets PROXY_PID
 		sed -e "s|@LISTEN_ADDR@|$PROXY_ADDR|g" -e "s|@LISTEN_PORT@|$lport|g" \
 			-e "s|@UAS_ADDR@|$UAS_ADDR|g" -e "s|@UAS_PORT@|$uport|g" \
 			-e "s|@NUMBER@|$NUMBER|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@TMPDIR@|$dir|g" \
+			-e "s|@REALM@|$SB_REALM|g" -e "s|@HA1_MD5@|$(ha1_md5 "$NUMBER" "$SB_REALM" "$SB_PASSWORD")|g" \
 			"$SWITCHBOARD_CONFIG" >"$cfg"
 	fi
 	cmd="${SWITCHBOARD_CMD:-exec \"\$SWITCHBOARD_BIN\" run -c \"\$SWITCHBOARD_CONFIG\"}"
@@ -222,6 +248,45 @@ start_switchboard() { # listen_port uas_port dir -> sets PROXY_PID
 	wait_udp_listen "$PROXY_ADDR" "$lport" "$PROXY_PID" || { log "switchboard did not come up, see $dir/proxy.out"; return 1; }
 }
 
+ha1_md5() { # user realm password
+	python3 -c 'import hashlib, sys; print(hashlib.md5(":".join(sys.argv[1:4]).encode()).hexdigest())' "$@"
+}
+
+# The switchboard routes a trunk call to the dialled agent's registered contact, so the UAS's
+# ip:port must be registered first: SIPp runs tests/sipp/register.xml (REGISTER, 401, REGISTER with
+# digest credentials, 200) bound to that very ip:port, exits, and the UAS then binds it. The
+# registrar records the REGISTER's source address, which is where the INVITEs will go.
+register_agent() { # listen_port uas_port dir
+	local lport="$1" uport="$2" dir="$3" pid rc=0
+	(cd "$dir" && exec timeout -k 5 20 \
+		sipp -sf "$ROOT/tests/sipp/register.xml" -i "$UAS_ADDR" -p "$uport" -t u1 \
+		-s "$NUMBER" -au "$NUMBER" -ap "$SB_PASSWORD" -m 1 \
+		-recv_timeout 5000 -timeout 15 -nostdin \
+		-trace_msg -message_file "$dir/register_msgs.log" \
+		-trace_err -error_file "$dir/register_errors.log" \
+		"$PROXY_ADDR:$lport" >"$dir/register.out" 2>&1 </dev/null) &
+	pid=$!
+	STARTED_PIDS+=("$pid")
+	wait "$pid" || rc=$?
+	forget_pid "$pid"
+	if [[ "$rc" -ne 0 ]]; then
+		log "REGISTER of $NUMBER from $UAS_ADDR:$uport failed (SIPp exit $rc), see $dir/register_msgs.log"
+		return 1
+	fi
+	log "registered $NUMBER -> $UAS_ADDR:$uport"
+}
+
+# Host-wide UDP receive-buffer overflows (/proc/net/snmp Udp RcvbufErrors): datagrams the kernel
+# dropped because a socket's receive queue was full. Host-wide, so other traffic counts too.
+udp_rcvbuf_errors() {
+	awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c + 0 }' /proc/net/snmp
+}
+
+# Per-socket drop counters (skmem d<N>) of the proxy's and the UAS's sockets, still open.
+socket_drops() { # addr port
+	ss -Huanm "src $1:$2" 2>/dev/null | tr -d '\n' | sed -n 's/.*skmem:([^)]*,d\([0-9]*\)).*/\1/p'
+}
+
 # Reads the SIPp statistics CSV (last line = final cumulative values).
 csv_field() { # file column-name
 	awk -F';' -v col="$2" '
@@ -232,7 +297,7 @@ csv_field() { # file column-name
 }
 
 RESULTS_TSV="$WORK/results.tsv"
-printf 'target\trate\tcalls\tcreated\tok\tsipp_failed\tfailed\tfail_pct\tcpu_s\tcpu_us_per_call\twall_s\n' >"$RESULTS_TSV"
+printf 'target\trate\tcalls\tcreated\tok\tsipp_failed\tfailed\tfail_pct\tcpu_s\tcpu_us_per_call\twall_s\tudp_rcvbuf_errors\tproxy_sock_drops\tuas_sock_drops\n' >"$RESULTS_TSV"
 
 run_one() { # target rate
 	local target="$1" rate="$2" dir lport uport cport calls t0 t1 c0 c1 rc=0
@@ -243,11 +308,22 @@ run_one() { # target rate
 	lport="$(free_udp_port "$PROXY_ADDR")"
 	cport="$(free_udp_port "$UAC_ADDR")"
 
-	start_uas "$uport" "$dir"
-	"start_$target" "$lport" "$uport" "$dir"
+	if [[ "$target" == switchboard ]]; then
+		# proxy first, then the agent (the UAS's future ip:port) registers, then the UAS
+		start_switchboard "$lport" "$uport" "$dir"
+		if [[ "$SB_REGISTER" == 1 ]]; then
+			register_agent "$lport" "$uport" "$dir"
+		fi
+		start_uas "$uport" "$dir"
+	else
+		start_uas "$uport" "$dir"
+		"start_$target" "$lport" "$uport" "$dir"
+	fi
 	sleep 1 # let the proxy finish forking and settle
 
 	log "$target: $rate calls/s x ${DURATION}s = $calls calls (proxy $PROXY_ADDR:$lport pid $PROXY_PID, UAS $UAS_ADDR:$uport)"
+	local u0 u1 pdrops udrops
+	u0="$(udp_rcvbuf_errors)"
 	c0="$(tree_ticks "$PROXY_PID")"
 	t0="$(date +%s.%N)"
 	(cd "$dir" && exec timeout -k 5 "$((DURATION + 60))" \
@@ -263,9 +339,16 @@ run_one() { # target rate
 	forget_pid "$uac_pid"
 	t1="$(date +%s.%N)"
 	c1="$(tree_ticks "$PROXY_PID")"
+	u1="$(udp_rcvbuf_errors)"
+	pdrops="$(socket_drops "$PROXY_ADDR" "$lport")"
+	udrops="$(socket_drops "$UAS_ADDR" "$uport")"
+	ss -Huanm "src 127.0.3.0/24" >"$dir/sockets.txt" 2>&1 || true
 	[[ "$rc" -le 1 ]] || log "  SIPp UAC exit code $rc (see $dir/uac.out)"
 
-	stop_pid "$PROXY_PID"; forget_pid "$PROXY_PID"
+	# the switchboard drains open transactions on TERM (up to 40 s); INT is its fast stop.
+	# `timeout` passes either signal on to the proxy.
+	if [[ "$target" == switchboard ]]; then stop_pid "$PROXY_PID" INT; else stop_pid "$PROXY_PID"; fi
+	forget_pid "$PROXY_PID"
 	stop_pid "$UAS_PID"; forget_pid "$UAS_PID"
 
 	local created ok sfailed failed
@@ -274,12 +357,13 @@ run_one() { # target rate
 	sfailed="$(csv_field "$dir/uac_stats.csv" 'FailedCall(C)')"
 	failed=$((calls - ok)) # anything that did not complete is a failure
 	awk -v t="$target" -v r="$rate" -v n="$calls" -v cr="$created" -v ok="$ok" -v sf="$sfailed" \
-		-v f="$failed" -v dt="$((c1 - c0))" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" 'BEGIN {
+		-v f="$failed" -v dt="$((c1 - c0))" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+		-v ud="$((u1 - u0))" -v pd="${pdrops:-?}" -v sd="${udrops:-?}" 'BEGIN {
 		cpu = dt / hz
-		printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.2f\t%s\t%.1f\n", t, r, n, cr, ok, sf, f,
-			100 * f / n, cpu, (ok > 0 ? sprintf("%.0f", cpu * 1e6 / ok) : "n/a"), t1 - t0
+		printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.2f\t%s\t%.1f\t%d\t%s\t%s\n", t, r, n, cr, ok, sf, f,
+			100 * f / n, cpu, (ok > 0 ? sprintf("%.0f", cpu * 1e6 / ok) : "n/a"), t1 - t0, ud, pd, sd
 	}' >>"$RESULTS_TSV"
-	tail -n1 "$RESULTS_TSV" | awk -F'\t' '{ printf "[bench]   ok %d, failed %d (%s %%), proxy CPU %s s, %s CPU-us/call, UAC wall %s s\n", $5, $7, $8, $9, $10, $11 }' >&2
+	tail -n1 "$RESULTS_TSV" | awk -F'\t' '{ printf "[bench]   ok %d, failed %d (%s %%), proxy CPU %s s, %s CPU-us/call, UAC wall %s s; UDP rcvbuf drops %d (proxy socket %s, UAS socket %s)\n", $5, $7, $8, $9, $10, $11, $12, $13, $14 }' >&2
 }
 
 log "work dir $WORK; targets: ${TARGETS[*]}; rates: $RATES; ${DURATION}s each; $WORKERS workers"
@@ -302,14 +386,16 @@ cp "$RESULTS_TSV" "$RESULTS_DIR/bench-$STAMP.tsv"
 	echo "SIPp UAC $UAC_ADDR -> proxy $PROXY_ADDR -> SIPp UAS $UAS_ADDR, UDP, ${DURATION}s per rate,"
 	echo "$WORKERS proxy workers, pause ${PAUSE_MS} ms between ACK and BYE, dialled user $NUMBER."
 	echo "Failed = calls not completed successfully (of rate x duration). CPU = proxy process tree utime+stime."
+	echo "UDP rcvbuf drops: host-wide /proc/net/snmp RcvbufErrors during the UAC run; then the skmem drop"
+	echo "counters of the proxy's and the UAS's sockets at its end (the UAC's socket is closed by then)."
 	for target in "${TARGETS[@]}"; do
 		echo
 		echo "## $target"
 		echo
-		echo "| offered calls/s | calls | successful | failed | failed % | CPU-µs/call | UAC wall s |"
-		echo "|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| offered calls/s | calls | successful | failed | failed % | CPU-µs/call | UAC wall s | UDP rcvbuf drops (host; proxy sock; UAS sock) |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|---|"
 		awk -F'\t' -v t="$target" 'NR > 1 && $1 == t {
-			printf "| %d | %d | %d | %d | %.2f | %s | %s |\n", $2, $3, $5, $7, $8, $10, $11 }' "$RESULTS_TSV"
+			printf "| %d | %d | %d | %d | %.2f | %s | %s | %s; %s; %s |\n", $2, $3, $5, $7, $8, $10, $11, $12, $13, $14 }' "$RESULTS_TSV"
 		echo
 		awk -F'\t' -v t="$target" 'NR > 1 && $1 == t && $8 < 0.1 && $2 > best { best = $2 }
 			END { if (best) printf "Highest rate with < 0.1 %% failed calls: **%d calls/s**\n", best
