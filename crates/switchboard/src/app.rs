@@ -16,7 +16,12 @@ use sip_core::transaction::TimerConfig;
 use tracing::{debug, info, warn};
 
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
+use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
+
+/// At most one warning per kind of refused request in this interval: anyone can send those, so
+/// logging each would let a flood fill the disk.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the switchboard knows about where a request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,9 @@ pub struct Switch {
     draining: bool,
     /// Set when registrations changed and the state file should be rewritten.
     pub registrations_dirty: bool,
+    /// Rate limits for the warnings any stranger can trigger.
+    auth_failed_log: LogLimiter<Instant>,
+    stranger_log: LogLimiter<Instant>,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -72,7 +80,7 @@ impl Switch {
             .sip
             .rr_secret_hex
             .as_deref()
-            .and_then(|h| hex_to_32(h))
+            .and_then(hex_to_32)
             .unwrap_or(secret);
         let proxy = Proxy::new(
             ProxyConfig {
@@ -110,6 +118,8 @@ impl Switch {
             trunks: loaded.trunks.clone(),
             draining: false,
             registrations_dirty: false,
+            auth_failed_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            stranger_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         }
     }
 
@@ -192,7 +202,9 @@ impl Switch {
             AuthOutcome::Authenticated { user, .. } => user,
             other => {
                 if let AuthOutcome::Failed { reason } = &other {
-                    warn!(source = %source.addr, ?reason, "REGISTER authentication failed");
+                    if let Some(suppressed) = self.auth_failed_log.allow_at(now) {
+                        warn!(source = %source.addr, ?reason, suppressed, "REGISTER authentication failed");
+                    }
                 }
                 let claimed = self.reg_auth.claimed_username(req.rsip());
                 let algs = self.credentials.algorithms_for(claimed.as_deref());
@@ -268,7 +280,9 @@ impl Switch {
         match outcome {
             AuthOutcome::Authenticated { user, .. } => Some(Origin::Agent { user }),
             AuthOutcome::Missing if !self.is_known_device(source.addr) => {
-                warn!(source = %source.addr, method = %req.method(), "request from unknown source refused");
+                if let Some(suppressed) = self.stranger_log.allow_at(now) {
+                    warn!(source = %source.addr, method = %req.method(), suppressed, "request from unknown source refused");
+                }
                 self.reply(now, id, 403, "Forbidden", &[]);
                 None
             }
