@@ -823,6 +823,10 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     };
     match msg {
         rsip::SipMessage::Request(mut r) => {
+            // rsip takes "INVITE garbage SIP/2.0" and "INVITE <a b> SIP/2.0" as requests; refuse them.
+            if !request_line_uri(bytes).is_some_and(request_uri_is_valid) {
+                return Err(answer_from_raw(bytes, 400, "Malformed Request-URI"));
+            }
             check_body_length(&mut r.headers, &mut r.body, head_end, bytes)
                 .map_err(|reason| answer_from_raw(bytes, 400, reason))?;
             let meta =
@@ -985,10 +989,14 @@ fn classify_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
     if first.starts_with("SIP/") {
         return ParseError::Drop("malformed response");
     }
-    let mut parts = first.split(' ');
-    let method = parts.next().unwrap_or("");
-    let uri = parts.next().unwrap_or("");
-    let version = parts.next().unwrap_or("");
+    let parts: Vec<&str> = first.split(' ').collect();
+    let method = parts[0];
+    // The version is the last token even when spaces inside the URI added more.
+    let version = if parts.len() >= 3 {
+        parts[parts.len() - 1]
+    } else {
+        ""
+    };
     if method.is_empty() || !method.bytes().all(is_token_char) {
         return ParseError::Drop("no request line");
     }
@@ -998,7 +1006,7 @@ fn classify_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
     if method.parse::<Method>().is_err() {
         return answer_from_raw(bytes, 501, "Not Implemented");
     }
-    let reason = if uri.is_empty() || rsip::Uri::try_from(uri).is_err() {
+    let reason = if !request_line_uri(bytes).is_some_and(request_uri_is_valid) {
         "Malformed Request-URI"
     } else if rsip_error.to_ascii_lowercase().contains("header") {
         "Malformed header"
@@ -1006,6 +1014,39 @@ fn classify_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
         "Malformed message"
     };
     answer_from_raw(bytes, 400, reason)
+}
+
+/// The Request-URI of the request line, if the line is `Method SP Request-URI SP SIP-Version`
+/// (§7.1: no spaces inside the URI).
+fn request_line_uri(bytes: &[u8]) -> Option<&str> {
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut parts = line.split(' ');
+    let (_method, uri, _version) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then_some(uri)
+}
+
+/// Whether a Request-URI is an absolute URI with a plausible host. rsip accepts a bare word as a
+/// URI with no scheme and a "domain" of any characters.
+fn request_uri_is_valid(uri: &str) -> bool {
+    let Ok(u) = rsip::Uri::try_from(uri) else {
+        return false;
+    };
+    if u.scheme.is_none() {
+        return false;
+    }
+    match &u.host_with_port.host {
+        rsip::Host::Domain(d) => {
+            let d = d.to_string();
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+        rsip::Host::IpAddr(_) => true,
+    }
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -1184,6 +1225,46 @@ Content-Length: 4\r\n\r\nv=0\n";
         match parse(s.as_bytes()) {
             Err(ParseError::Answer { status, .. }) => assert_eq!(status, 501),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_request_uri_gets_400_with_that_reason() {
+        for bad in [
+            "garbage",
+            "<not a uri>",
+            "sip:@@@",
+            "sip:8001@",
+            "sip:a b",
+            "sip:8001@h:port",
+        ] {
+            let s = INVITE.replace(
+                "INVITE sip:8001@127.0.0.1 SIP/2.0",
+                &format!("INVITE {bad} SIP/2.0"),
+            );
+            match parse(s.as_bytes()) {
+                Err(ParseError::Answer {
+                    status: 400,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!(reason, "Malformed Request-URI", "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        for good in [
+            "sip:8001@127.0.0.1",
+            "sips:8001@hotline.example;transport=tcp",
+        ] {
+            let s = INVITE.replace(
+                "INVITE sip:8001@127.0.0.1 SIP/2.0",
+                &format!("INVITE {good} SIP/2.0"),
+            );
+            assert!(
+                matches!(parse(s.as_bytes()), Ok(Message::Request(_))),
+                "{good}"
+            );
         }
     }
 

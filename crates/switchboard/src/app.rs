@@ -27,7 +27,12 @@ use sip_core::transaction::TimerConfig;
 use tracing::{debug, info, warn};
 
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
+use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
+
+/// At most one warning per kind of refused request in this interval: anyone can send those, so
+/// logging each would let a flood fill the disk.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the switchboard knows about where a request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub struct Switch {
     draining: bool,
     /// Set when registrations changed and the state file should be rewritten.
     pub registrations_dirty: bool,
+    /// Rate limits for the warnings any stranger can trigger.
+    auth_failed_log: LogLimiter<Instant>,
+    stranger_log: LogLimiter<Instant>,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -137,6 +145,8 @@ impl Switch {
             trunk_failover: Duration::from_millis(c.routing.trunk_failover_ms),
             draining: false,
             registrations_dirty: false,
+            auth_failed_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            stranger_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         }
     }
 
@@ -281,7 +291,9 @@ impl Switch {
             AuthOutcome::Authenticated { user, .. } => user,
             other => {
                 if let AuthOutcome::Failed { reason } = &other {
-                    warn!(source = %source.addr, ?reason, "REGISTER authentication failed");
+                    if let Some(suppressed) = self.auth_failed_log.allow_at(now) {
+                        warn!(source = %source.addr, ?reason, suppressed, "REGISTER authentication failed");
+                    }
                 }
                 let claimed = self.reg_auth.claimed_username(req.rsip());
                 let algs = self.credentials.algorithms_for(claimed.as_deref());
@@ -476,7 +488,9 @@ impl Switch {
         match outcome {
             AuthOutcome::Authenticated { user, .. } => Some(Origin::Agent { user }),
             AuthOutcome::Missing if !self.is_known_device(source.addr) => {
-                warn!(source = %source.addr, method = %req.method(), "request from unknown source refused");
+                if let Some(suppressed) = self.stranger_log.allow_at(now) {
+                    warn!(source = %source.addr, method = %req.method(), suppressed, "request from unknown source refused");
+                }
                 self.reply(now, id, 403, "Forbidden", &[]);
                 None
             }

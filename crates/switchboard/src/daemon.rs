@@ -176,6 +176,8 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 next_persist = tokio::time::Instant::now() + Duration::from_secs(1);
             }
         }
+        // Without dialog tracking, transactions are all a drain can wait for: an answered call's BYE
+        // is routed only while its INVITE transactions linger (64·T1, RFC 6026), not later.
         if let Some(limit) = drain_until {
             let (servers, clients) = sw.proxy.transaction_count();
             if (servers == 0 && clients == 0) || tokio::time::Instant::now() >= limit {
