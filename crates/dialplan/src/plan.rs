@@ -414,6 +414,19 @@ impl CompiledPlan {
         &self.emergency
     }
 
+    /// Every queue the plan names: each center's 12345 queue and each dual line's department queue.
+    /// The daemon checks that agents answer only queues that exist.
+    pub fn queue_ids(&self) -> impl Iterator<Item = &str> + '_ {
+        let centers = self.centers.iter().map(|c| c.queue.as_str());
+        let departments = self.lines.iter().filter_map(|l| match &l.route {
+            LineRoute::Dual {
+                department_queue, ..
+            } => Some(department_queue.as_str()),
+            _ => None,
+        });
+        centers.chain(departments)
+    }
+
     /// The department queue, and its dual line, for a skill: a 12345 call tagged with a dual
     /// line's topic may be handed to the department's professional seats.
     pub fn department_queue_for_skill(&self, skill: &str) -> Option<(&QueueId, &Line)> {

@@ -111,6 +111,9 @@ pub struct Meta {
 pub struct Request {
     pub(crate) raw: rsip::Request,
     pub meta: Meta,
+    /// The Request-URI as text. It is the one we route on and send: rsip cannot parse `tel:` URIs or
+    /// IPv6 hosts, so for those rsip sees a placeholder and this keeps the real URI.
+    pub(crate) uri_text: Box<str>,
 }
 
 /// A parsed SIP response.
@@ -158,14 +161,14 @@ impl Request {
         self.raw.method
     }
 
-    /// The Request-URI as rsip parsed it.
-    pub fn uri(&self) -> &rsip::Uri {
-        &self.raw.uri
+    /// The Request-URI, as received or as last set.
+    pub fn uri(&self) -> &str {
+        &self.uri_text
     }
 
-    /// The user part of the Request-URI, if any.
+    /// The user part of the Request-URI (the number of a `tel:` URI), if any.
     pub fn uri_user(&self) -> Option<&str> {
-        self.raw.uri.auth.as_ref().map(|a| a.user.as_str())
+        uri_user(&self.uri_text)
     }
 
     /// The rsip request, for modules (auth, registrar) that read headers rsip types well.
@@ -190,7 +193,7 @@ impl Request {
     /// Serialize to wire bytes.
     pub fn to_bytes(&self) -> Bytes {
         let mut out = String::with_capacity(512 + self.raw.body.len());
-        let _ = write!(out, "{} {} SIP/2.0\r\n", self.raw.method, self.raw.uri);
+        let _ = write!(out, "{} {} SIP/2.0\r\n", self.raw.method, self.uri_text);
         serialize_tail(out, &self.raw.headers, &self.raw.body)
     }
 
@@ -205,10 +208,14 @@ impl Request {
     }
 
     /// Replace the Request-URI (loose/strict routing, retargeting).
-    pub fn set_uri(&mut self, uri: &str) -> Result<(), ParseError> {
-        let parsed =
-            rsip::Uri::try_from(uri).map_err(|_| ParseError::Drop("invalid target URI"))?;
-        self.raw.uri = parsed;
+    pub fn set_uri(&mut self, uri: &str) -> Result<(), InvalidUri> {
+        if !plausible_uri(uri) {
+            return Err(InvalidUri);
+        }
+        if let Ok(parsed) = rsip::Uri::try_from(uri) {
+            self.raw.uri = parsed;
+        }
+        self.uri_text = uri.into();
         Ok(())
     }
 
@@ -816,6 +823,82 @@ pub fn too_large_response(bytes: &[u8]) -> Option<ErrorResponse> {
 /// Parse wire bytes into a message. Requests that are broken but answerable yield
 /// [`ParseError::Answer`] with the error response ready to send.
 pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+    let original = request_line_uri(bytes);
+    // rsip knows no tel: URIs (RFC 3966) and no IPv6 hosts. Both are routine here (a trunk dialing
+    // `tel:+86-971-12315`, a phone on [2001:db8::5]), so rsip gets a placeholder URI and the
+    // request keeps the real one.
+    if let Some(uri) = original.filter(|u| needs_placeholder(u)) {
+        if !plausible_uri(uri) {
+            return Err(answer_from_raw(bytes, 400, "Malformed Request-URI"));
+        }
+        let start = bytes.iter().position(|b| *b == b' ').unwrap_or(0) + 1;
+        let mut rewritten = Vec::with_capacity(bytes.len() + 32);
+        rewritten.extend_from_slice(&bytes[..start]);
+        rewritten.extend_from_slice(b"sip:placeholder.invalid");
+        rewritten.extend_from_slice(&bytes[start + uri.len()..]);
+        return match parse_sip(&rewritten)? {
+            Message::Request(mut r) => {
+                r.uri_text = uri.into();
+                Ok(Message::Request(r))
+            }
+            other => Ok(other),
+        };
+    }
+    parse_sip(bytes)
+}
+
+fn needs_placeholder(uri: &str) -> bool {
+    (uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:")) || uri.contains('[')
+}
+
+/// A URI good enough to send: `sip:`/`sips:` with a host, or `tel:` with a number; no white space.
+fn plausible_uri(uri: &str) -> bool {
+    if uri
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>')
+    {
+        return false;
+    }
+    if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:") {
+        let number = uri[4..].split(';').next().unwrap_or("");
+        return !number.is_empty()
+            && number
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b"+-.()*#".contains(&b));
+    }
+    let rest = if uri.len() > 5 && uri[..5].eq_ignore_ascii_case("sips:") {
+        &uri[5..]
+    } else if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("sip:") {
+        &uri[4..]
+    } else {
+        return false;
+    };
+    let hostport = rest
+        .rsplit_once('@')
+        .map_or(rest, |(_, h)| h)
+        .split([';', '?'])
+        .next()
+        .unwrap_or("");
+    split_host_port(hostport).is_some_and(|(h, _)| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    })
+}
+
+/// The user part of a `sip:`/`sips:` URI, or the number of a `tel:` URI.
+pub fn uri_user(uri: &str) -> Option<&str> {
+    let lower4 = uri.get(..4).map(str::to_ascii_lowercase);
+    if lower4.as_deref() == Some("tel:") {
+        return uri[4..].split(';').next().filter(|n| !n.is_empty());
+    }
+    let rest = uri.split_once(':')?.1;
+    let (userinfo, _) = rest.split_once('@')?;
+    let user = userinfo.split(':').next()?;
+    (!user.is_empty()).then_some(user)
+}
+
+fn parse_sip(bytes: &[u8]) -> Result<Message, ParseError> {
     let head_end = find_head_end(bytes);
     let msg = match rsip::SipMessage::try_from(bytes) {
         Ok(m) => m,
@@ -838,7 +921,12 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
                     "CSeq method does not match request method",
                 ));
             }
-            Ok(Message::Request(Request { raw: r, meta }))
+            let uri_text = r.uri.to_string().into();
+            Ok(Message::Request(Request {
+                raw: r,
+                meta,
+                uri_text,
+            }))
         }
         rsip::SipMessage::Response(mut r) => {
             // A broken response cannot be answered; it is dropped.
@@ -1310,6 +1398,37 @@ Content-Length: 4\r\n\r\nv=0\n";
         resp.pop_via();
         assert_eq!(resp.meta.via.branch.as_deref(), Some("z9hG4bK776asdhds"));
         assert_eq!(resp.meta.to_tag.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn tel_request_uri_is_carried_as_a_sip_user() {
+        let s = INVITE.replacen(
+            "INVITE sip:8001@127.0.0.1 SIP/2.0",
+            "INVITE tel:+86-971-12315;phone-context=+86 SIP/2.0",
+            1,
+        );
+        let r = req(&s);
+        assert_eq!(r.uri_user(), Some("+86-971-12315"));
+        let bad = INVITE.replacen(
+            "INVITE sip:8001@127.0.0.1 SIP/2.0",
+            "INVITE tel:xyz SIP/2.0",
+            1,
+        );
+        assert!(matches!(
+            parse(bad.as_bytes()),
+            Err(ParseError::Answer { status: 400, .. })
+        ));
+    }
+
+    #[test]
+    fn ipv6_request_uri_parses() {
+        let s = INVITE.replacen(
+            "INVITE sip:8001@127.0.0.1 SIP/2.0",
+            "INVITE sip:8001@[::1]:5060 SIP/2.0",
+            1,
+        );
+        let r = req(&s);
+        assert_eq!(r.uri_user(), Some("8001"));
     }
 
     #[test]

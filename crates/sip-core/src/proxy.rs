@@ -27,7 +27,8 @@ use crate::message::{
 };
 use crate::time::Instant;
 use crate::transaction::{
-    InviteClient, InviteClientState, InviteServer, NonInviteClient, NonInviteServer, TimerConfig, TxAction, TxKey,
+    InviteClient, InviteClientState, InviteServer, NonInviteClient, NonInviteServer, TimerConfig,
+    TxAction, TxKey,
 };
 
 /// One address the proxy listens on.
@@ -574,7 +575,7 @@ impl Proxy {
     /// §16.4 Route information preprocessing.
     fn route_processing(&self, req: &mut Request) -> RouteResult {
         // A strict router before us put our address in the Request-URI: restore the real target.
-        let uri = req.uri().to_string();
+        let uri = req.uri().to_owned();
         if let Some(u) = RouteUri::parse(&uri) {
             if self.is_local(&u.host, u.port, u.transport) && req.top_route().is_some() {
                 if let Some(last) = req.pop_last_route() {
@@ -721,7 +722,7 @@ impl Proxy {
             return;
         };
         let bidx = ctx.branches.len();
-        let uri = req.uri().to_string();
+        let uri = req.uri().to_owned();
         let (kind, actions) = if method == Method::Invite {
             let (tx, a) = InviteClient::start(now, req, reliable, self.cfg.timers);
             (ClientKind::Invite(Box::new(tx)), a)
@@ -936,10 +937,19 @@ impl Proxy {
     /// CANCEL a branch (§16.10): at once if its INVITE client transaction has a provisional, else as
     /// soon as one arrives (§9.1).
     fn cancel_branch(&mut self, now: Instant, id: ServerId, b: usize) {
-        let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) else { return };
-        let Some(branch) = ctx.branches.get_mut(b) else { return };
+        let Some(ctx) = self.servers.get_mut(&id).and_then(|e| e.ctx.as_mut()) else {
+            return;
+        };
+        let Some(branch) = ctx.branches.get_mut(b) else {
+            return;
+        };
         let Some(cid) = branch.client else { return };
-        let Some(ClientEntry { kind: ClientKind::Invite(tx), peer, .. }) = self.clients.get(&cid) else {
+        let Some(ClientEntry {
+            kind: ClientKind::Invite(tx),
+            peer,
+            ..
+        }) = self.clients.get(&cid)
+        else {
             return;
         };
         match tx.state() {
@@ -950,7 +960,9 @@ impl Proxy {
             InviteClientState::Proceeding => {}
             _ => return,
         }
-        let Some(cancel) = tx.cancel_request() else { return };
+        let Some(cancel) = tx.cancel_request() else {
+            return;
+        };
         let peer = *peer;
         let key = TxKey::Client {
             branch: cancel.meta.via.branch.clone().unwrap_or_default(),
@@ -959,9 +971,22 @@ impl Proxy {
         if self.client_keys.contains_key(&key) {
             return;
         }
-        let (tx, actions) = NonInviteClient::start(now, cancel.to_bytes(), peer.transport.is_reliable(), self.cfg.timers);
+        let (tx, actions) = NonInviteClient::start(
+            now,
+            cancel.to_bytes(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+        );
         let ccid = ClientId(self.alloc());
-        self.clients.insert(ccid, ClientEntry { key: key.clone(), kind: ClientKind::NonInvite(tx), peer, owner: None });
+        self.clients.insert(
+            ccid,
+            ClientEntry {
+                key: key.clone(),
+                kind: ClientKind::NonInvite(tx),
+                peer,
+                owner: None,
+            },
+        );
         self.client_keys.insert(key, ccid);
         self.apply_client_actions(now, ccid, actions);
     }
@@ -980,7 +1005,11 @@ impl Proxy {
     }
 
     fn give_up(&mut self, now: Instant, id: ServerId, ringing_too: bool) {
-        let n = self.servers.get(&id).and_then(|e| e.ctx.as_ref()).map_or(0, |c| c.branches.len());
+        let n = self
+            .servers
+            .get(&id)
+            .and_then(|e| e.ctx.as_ref())
+            .map_or(0, |c| c.branches.len());
         let mut changed = false;
         for b in 0..n {
             let state = match self.branch_mut(id, b) {
@@ -1000,7 +1029,12 @@ impl Proxy {
                 br.state = BranchState::Done(408);
                 br.timer_c = None;
                 let target = br.uri.clone();
-                self.out.push_back(Output::Event(Box::new(Event::BranchResponse { id, status: 408, target })));
+                self.out
+                    .push_back(Output::Event(Box::new(Event::BranchResponse {
+                        id,
+                        status: 408,
+                        target,
+                    })));
                 changed = true;
             }
         }
@@ -1307,7 +1341,7 @@ fn best_response(ctx: &Context) -> Option<Response> {
 fn next_hop(req: &Request) -> Option<Peer> {
     let u = match req.top_route() {
         Some(r) => RouteUri::parse(&r)?,
-        None => RouteUri::parse(&req.uri().to_string())?,
+        None => RouteUri::parse(req.uri())?,
     };
     u.peer()
 }

@@ -354,7 +354,11 @@ fn derived_request(invite: &Request, method: Method) -> Request {
         ))));
     let mut meta = invite.meta.clone();
     meta.cseq_method = method;
-    Request { raw, meta }
+    Request {
+        raw,
+        meta,
+        uri_text: invite.uri_text.clone(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -247,7 +247,7 @@ impl Switch {
             }
             Event::BranchResponse { id, status, .. } => {
                 // A 2xx ends the hunt; so does a 6xx (global failure).
-                if status >= 200 && status < 300 || status >= 600 {
+                if (200..300).contains(&status) || status >= 600 {
                     self.calls.remove(&id);
                 }
             }
@@ -333,36 +333,87 @@ impl Switch {
         let dialed = req.uri_user().unwrap_or("");
         let caller = caller_number(req);
         let trunk_prefecture = match &origin {
-            Origin::Trunk { name } => self.trunks.iter().find(|t| &t.name == name).and_then(|t| t.prefecture.clone()),
+            Origin::Trunk { name } => self
+                .trunks
+                .iter()
+                .find(|t| &t.name == name)
+                .and_then(|t| t.prefecture.clone()),
             Origin::Agent { .. } => None,
         };
         let plan = self.plan.clone();
         let decision = plan.route(dialed, &caller, trunk_prefecture.as_deref());
-        if let Decision::Emergency { service, prefecture } = decision {
+        if let Decision::Emergency {
+            service,
+            prefecture,
+        } = decision
+        {
             // The emergency bridge (issue 5) is not built: no PSAP is configured. Never silence: a
             // clear 503 and an alarm in the log.
             tracing::error!(%service, prefecture = %plan.center(prefecture).id, "ALARM: emergency call but no PSAP route is configured");
-            self.reply(now, id, 503, "Service Unavailable (no PSAP configured)", &[]);
+            self.reply(
+                now,
+                id,
+                503,
+                "Service Unavailable (no PSAP configured)",
+                &[],
+            );
             return;
         }
         if self.draining && req.method() == Method::Invite {
-            self.reply(now, id, 503, "Service Unavailable", &[("Retry-After", "30")]);
+            self.reply(
+                now,
+                id,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "30")],
+            );
             return;
         }
         let (steps, what) = match decision {
             Decision::Queue(q) => (self.queue_steps(&plan, &q), describe_queue(&q)),
-            Decision::Dual { department_queue, fallback, line, .. } => {
+            Decision::Dual {
+                department_queue,
+                fallback,
+                line,
+                ..
+            } => {
                 let mut steps = self.agents_of(department_queue.as_str());
                 steps.extend(self.queue_steps(&plan, &fallback));
-                (steps, format!("dual line {} → {} then {}", line.number, department_queue, fallback.queue))
+                (
+                    steps,
+                    format!(
+                        "dual line {} → {} then {}",
+                        line.number, department_queue, fallback.queue
+                    ),
+                )
             }
-            Decision::Subcenter { targets, fallback, line, .. } => {
+            Decision::Subcenter {
+                targets,
+                fallback,
+                line,
+                ..
+            } => {
                 let mut steps: Vec<Step> = targets
                     .iter()
-                    .filter_map(|t| RouteUri::parse(&t.uri).and_then(|u| Some(Step::Trunk(Target { peer: u.peer()?, uri: u.uri }))))
+                    .filter_map(|t| {
+                        RouteUri::parse(&t.uri).and_then(|u| {
+                            Some(Step::Trunk(Target {
+                                peer: u.peer()?,
+                                uri: u.uri,
+                            }))
+                        })
+                    })
                     .collect();
                 steps.extend(self.queue_steps(&plan, &fallback));
-                (steps, format!("sub-center line {} → {} targets then {}", line.number, targets.len(), fallback.queue))
+                (
+                    steps,
+                    format!(
+                        "sub-center line {} → {} targets then {}",
+                        line.number,
+                        targets.len(),
+                        fallback.queue
+                    ),
+                )
             }
             Decision::Emergency { .. } => return,
             Decision::NotFound { .. } => {
@@ -373,23 +424,36 @@ impl Switch {
                     self.reply(now, id, 404, "Not Found (no such number)", &[]);
                     return;
                 }
-                (vec![Step::Agent(dialed.to_owned())], format!("agent {dialed}"))
+                (
+                    vec![Step::Agent(dialed.to_owned())],
+                    format!("agent {dialed}"),
+                )
             }
         };
         info!(dialed = %Redacted(dialed), caller = %Redacted(&caller), ?origin, route = %what, "routing call");
-        self.calls.insert(id, Call { steps: steps.into(), seq: 0, tried: 0 });
+        self.calls.insert(
+            id,
+            Call {
+                steps: steps.into(),
+                seq: 0,
+                tried: 0,
+            },
+        );
         self.next_step(now, id);
     }
 
     /// The agents of a queue, in config order, as hunting steps.
     fn agents_of(&self, queue: &str) -> Vec<Step> {
-        self.queue_members.get(queue).map(|v| v.iter().map(|u| Step::Agent(u.clone())).collect()).unwrap_or_default()
+        self.queue_members
+            .get(queue)
+            .map(|v| v.iter().map(|u| Step::Agent(u.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// A 12345 queue: its agents, then the provincial center's (overflow).
     fn queue_steps(&self, plan: &CompiledPlan, q: &QueueRoute<'_>) -> Vec<Step> {
         let mut steps = self.agents_of(q.queue.as_str());
-        let province = plan.provincial_center();
+        let province = dialplan::PrefectureId::PROVINCE;
         if plan.center(q.center).queue != plan.center(province).queue {
             steps.extend(self.agents_of(plan.center(province).queue.as_str()));
         }
@@ -414,7 +478,14 @@ impl Switch {
                     Transport::Udp => b.source,
                     _ => uri.peer().map_or(b.source, |p| p.addr),
                 };
-                Some(Target { uri: uri.uri, peer: Peer { transport, addr, conn: b.conn_id } })
+                Some(Target {
+                    uri: uri.uri,
+                    peer: Peer {
+                        transport,
+                        addr,
+                        conn: b.conn_id,
+                    },
+                })
             })
             .collect()
     }
@@ -422,12 +493,20 @@ impl Switch {
     /// Ring the next agent or trunk of a call; with none left, answer with the best failure.
     fn next_step(&mut self, now: Instant, id: ServerId) {
         loop {
-            let Some(call) = self.calls.get_mut(&id) else { return };
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
             let Some(step) = call.steps.pop_front() else {
                 let tried = call.tried;
                 self.calls.remove(&id);
                 if tried == 0 {
-                    self.reply(now, id, 480, "Temporarily Unavailable (no agent available)", &[]);
+                    self.reply(
+                        now,
+                        id,
+                        480,
+                        "Temporarily Unavailable (no agent available)",
+                        &[],
+                    );
                 } else {
                     let _ = self.proxy.send_best_response(now, id);
                 }
@@ -440,23 +519,36 @@ impl Switch {
             if targets.is_empty() {
                 continue; // not registered: next
             }
-            let Some(call) = self.calls.get_mut(&id) else { return };
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
             call.seq += 1;
             call.tried += 1;
             let seq = call.seq;
             debug!(?id, ?step, "trying");
-            if self.proxy.forward(now, id, &targets, FailurePolicy::AskApplication).is_err() {
+            if self
+                .proxy
+                .forward(now, id, &targets, FailurePolicy::AskApplication)
+                .is_err()
+            {
                 self.calls.remove(&id);
                 return;
             }
-            self.timers.push(Reverse((now + timeout, id, seq, matches!(step, Step::Trunk(_)))));
+            self.timers.push(Reverse((
+                now + timeout,
+                id,
+                seq,
+                matches!(step, Step::Trunk(_)),
+            )));
             return;
         }
     }
 
     /// A ring or trunk timer fired: give up on the current step's branches.
     fn on_step_timer(&mut self, now: Instant, id: ServerId, seq: u32, trunk: bool) {
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         if call.seq != seq {
             return;
         }
@@ -572,20 +664,29 @@ struct Call {
 
 fn describe_queue(q: &QueueRoute<'_>) -> String {
     match (q.line, q.skill) {
-        (Some(line), Some(skill)) => format!("line {} ({}) → queue {} skill {}", line.number, line.mode(), q.queue, skill),
+        (Some(line), Some(skill)) => format!(
+            "line {} ({}) → queue {} skill {}",
+            line.number,
+            line.mode(),
+            q.queue,
+            skill
+        ),
         _ => format!("hotline → queue {}", q.queue),
     }
 }
 
 /// The caller's number: P-Asserted-Identity if the trunk sent one, else the From user.
 fn caller_number(req: &Request) -> String {
-    let v = req.header("P-Asserted-Identity").or_else(|| req.header("From")).unwrap_or_default();
+    let v = req
+        .header("P-Asserted-Identity")
+        .or_else(|| req.header("From"))
+        .unwrap_or_default();
     RouteUri::parse(&v)
         .and_then(|u| u.user)
         .or_else(|| {
             // tel: URIs
             let start = v.find("tel:")? + 4;
-            Some(v[start..].split(|c: char| c == '>' || c == ';').next()?.to_owned())
+            Some(v[start..].split(['>', ';']).next()?.to_owned())
         })
         .unwrap_or_default()
 }
@@ -594,7 +695,9 @@ fn queue_members(loaded: &Loaded) -> HashMap<String, Vec<String>> {
     let mut m: HashMap<String, Vec<String>> = HashMap::new();
     for a in &loaded.config.agents {
         for q in &a.queues {
-            m.entry(q.get_ref().clone()).or_default().push(a.user.get_ref().clone());
+            m.entry(q.get_ref().clone())
+                .or_default()
+                .push(a.user.get_ref().clone());
         }
     }
     m

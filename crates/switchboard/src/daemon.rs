@@ -23,8 +23,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::Switch;
 use crate::config::{Loaded, TransportName};
-use crate::setup::{Setup, SetupErrors};
 use crate::ratelimit::LogLimiter;
+use crate::setup::{Setup, SetupErrors};
 use crate::transport::{Inbound, TcpLimits, TcpTransport};
 
 /// Capacity of the channel from receivers to the core. When it is full, UDP receivers drop (the
@@ -105,7 +105,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let reload_requests = Arc::new(tokio::sync::Notify::new());
     let (reload_tx, mut reload_rx) = mpsc::channel::<Result<Setup, SetupErrors>>(1);
-    tokio::spawn(reloader(loaded.path.clone(), reload_requests.clone(), reload_tx));
+    tokio::spawn(reloader(
+        loaded.path.clone(),
+        reload_requests.clone(),
+        reload_tx,
+    ));
     let mut out: Vec<Transmit> = Vec::with_capacity(16);
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut next_persist = tokio::time::Instant::now();
@@ -198,7 +202,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
 
 /// Loads config and dialplans off the core task when asked. Requests that arrive while a load runs
 /// are coalesced into one more load; loads never overlap.
-async fn reloader(path: PathBuf, requests: Arc<tokio::sync::Notify>, tx: mpsc::Sender<Result<Setup, SetupErrors>>) {
+async fn reloader(
+    path: PathBuf,
+    requests: Arc<tokio::sync::Notify>,
+    tx: mpsc::Sender<Result<Setup, SetupErrors>>,
+) {
     loop {
         requests.notified().await;
         let p = path.clone();

@@ -23,9 +23,11 @@ pub struct SetupErrors(pub Vec<String>);
 
 /// Load and cross-check the config at `path` and its dialplans.
 pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
-    let loaded = config::load(path).map_err(|e| SetupErrors(e.0.iter().map(|p| p.to_string()).collect()))?;
+    let loaded =
+        config::load(path).map_err(|e| SetupErrors(e.0.iter().map(|p| p.to_string()).collect()))?;
     let dir = loaded.resolve(&loaded.config.routing.dialplans_dir);
-    let plan = dialplan::load_dir(&dir).map_err(|e| SetupErrors(e.to_string().lines().map(str::to_owned).collect()))?;
+    let plan = dialplan::load_dir(&dir)
+        .map_err(|e| SetupErrors(e.to_string().lines().map(str::to_owned).collect()))?;
     let mut problems = Vec::new();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let known: std::collections::HashSet<&str> = plan.queue_ids().collect();
@@ -46,12 +48,19 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
     for t in &loaded.trunks {
         if let Some(p) = &t.prefecture {
             if plan.prefecture_by_id(p).is_none() {
-                problems.push(format!("{}:1:1: trunk `{}` names prefecture `{p}`, which the dialplan does not define", path.display(), t.name));
+                problems.push(format!(
+                    "{}:1:1: trunk `{}` names prefecture `{p}`, which the dialplan does not define",
+                    path.display(),
+                    t.name
+                ));
             }
         }
     }
     if problems.is_empty() {
-        Ok(Setup { loaded, plan: Arc::new(plan) })
+        Ok(Setup {
+            loaded,
+            plan: Arc::new(plan),
+        })
     } else {
         Err(SetupErrors(problems))
     }

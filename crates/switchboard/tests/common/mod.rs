@@ -47,6 +47,10 @@ pub struct Settings {
     pub t1_ms: u64,
     pub tcp_partial_timeout_s: u64,
     pub max_message_bytes: usize,
+    pub ring_timeout_s: u64,
+    pub trunk_failover_ms: u64,
+    /// Text replacements applied to the shipped dialplans copied into the test folder.
+    pub plan_edits: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -55,6 +59,30 @@ impl Default for Settings {
             t1_ms: 500,
             tcp_partial_timeout_s: 10,
             max_message_bytes: 65535,
+            ring_timeout_s: 20,
+            trunk_failover_ms: 2000,
+            plan_edits: Vec::new(),
+        }
+    }
+}
+
+/// The shipped dialplans folder.
+pub fn shipped_dialplans() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dialplans")
+}
+
+/// Copy the shipped dialplans into `dir/dialplans`, applying `edits`.
+pub fn copy_dialplans(dir: &Path, edits: &[(String, String)]) {
+    let to = dir.join("dialplans");
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(shipped_dialplans()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            for (a, b) in edits {
+                text = text.replace(a.as_str(), b.as_str());
+            }
+            std::fs::write(to.join(p.file_name().unwrap()), text).unwrap();
         }
     }
 }
@@ -224,8 +252,14 @@ pub fn config_text(port: u16, s: &Settings) -> String {
             "state_file = \"../var/registrations.tsv\"",
             "state_file = \"registrations.tsv\"",
         )
-        .replace("dialplans_dir = \"../dialplans\"", "dialplans_dir = \"dialplans\"")
-        .replace("ring_timeout_s = 20", &format!("ring_timeout_s = {}", s.ring_timeout_s))
+        .replace(
+            "dialplans_dir = \"../dialplans\"",
+            "dialplans_dir = \"dialplans\"",
+        )
+        .replace(
+            "ring_timeout_s = 20",
+            &format!("ring_timeout_s = {}", s.ring_timeout_s),
+        )
         .replace(
             "trunk_failover_ms = 2000",
             &format!("trunk_failover_ms = {}", s.trunk_failover_ms),
