@@ -231,6 +231,7 @@ start_switchboard() { # listen_port uas_port dir -> sets PROXY_PID
 		sed -e "s|@LISTEN_ADDR@|$PROXY_ADDR|g" -e "s|@LISTEN_PORT@|$lport|g" \
 			-e "s|@UAS_ADDR@|$UAS_ADDR|g" -e "s|@UAS_PORT@|$uport|g" \
 			-e "s|@NUMBER@|$NUMBER|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@TMPDIR@|$dir|g" \
+			-e "s|@ROOT@|$ROOT|g" \
 			-e "s|@REALM@|$SB_REALM|g" -e "s|@HA1_MD5@|$(ha1_md5 "$NUMBER" "$SB_REALM" "$SB_PASSWORD")|g" \
 			"$SWITCHBOARD_CONFIG" >"$cfg"
 	fi
