@@ -960,6 +960,27 @@ impl Authenticator {
         req: &rsip::Request,
         lookup: impl Fn(&str) -> Option<&'a Account>,
     ) -> AuthOutcome {
+        self.verify_for_uri(now, req, &req.uri.to_string(), lookup)
+    }
+
+    /// [`Authenticator::verify`] for a parsed [`crate::message::Request`], whose Request-URI may be
+    /// one rsip cannot represent (IPv6 host, `tel:`).
+    pub fn verify_request<'a>(
+        &mut self,
+        now: Instant,
+        req: &crate::message::Request,
+        lookup: impl Fn(&str) -> Option<&'a Account>,
+    ) -> AuthOutcome {
+        self.verify_for_uri(now, req.rsip(), req.uri(), lookup)
+    }
+
+    fn verify_for_uri<'a>(
+        &mut self,
+        now: Instant,
+        req: &rsip::Request,
+        request_uri: &str,
+        lookup: impl Fn(&str) -> Option<&'a Account>,
+    ) -> AuthOutcome {
         let creds = match self.our_credentials(req) {
             None => return AuthOutcome::Missing,
             Some(Err(e)) => return failed(e.into()),
@@ -989,7 +1010,7 @@ impl Authenticator {
             Some(n) => n,
             None => return failed(FailReason::BadNonceCount),
         };
-        if !uri_matches(&creds.uri, &req.uri) {
+        if !uri_matches(&creds.uri, request_uri) {
             return failed(FailReason::UriMismatch);
         }
 
@@ -1071,26 +1092,22 @@ fn parse_nc(text: &str) -> Option<u32> {
 /// scheme, user and host:port must agree, since clients and proxies differ in how they render
 /// parameters. The digest covers the digest-uri, so this only stops credentials made for one
 /// target being reused for another.
-fn uri_matches(digest_uri: &str, request_uri: &rsip::Uri) -> bool {
-    let rendered = request_uri.to_string();
-    if digest_uri == rendered {
+fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
         return true;
     }
-    let Ok(parsed) = rsip::Uri::try_from(digest_uri) else {
+    // SIPp 3.6 writes an IPv6 Request-URI into the digest without brackets (`sip:::1:5060`).
+    let unbracket = |u: &str| u.replace(['[', ']'], "").to_ascii_lowercase();
+    if unbracket(digest_uri) == unbracket(request_uri) {
+        return true;
+    }
+    let (Some(d), Some(r)) = (
+        crate::proxy::RouteUri::parse(digest_uri),
+        crate::proxy::RouteUri::parse(request_uri),
+    ) else {
         return false;
     };
-    let scheme_eq = match (&parsed.scheme, &request_uri.scheme) {
-        (Some(a), Some(b)) => a.to_string().eq_ignore_ascii_case(&b.to_string()),
-        (None, None) => true,
-        _ => false,
-    };
-    let user = |u: &rsip::Uri| u.auth.as_ref().map(|a| a.user.clone());
-    scheme_eq
-        && user(&parsed) == user(request_uri)
-        && parsed
-            .host_with_port
-            .to_string()
-            .eq_ignore_ascii_case(&request_uri.host_with_port.to_string())
+    d.sips == r.sips && d.user == r.user && d.host.eq_ignore_ascii_case(&r.host) && d.port == r.port
 }
 
 #[cfg(test)]
@@ -1784,12 +1801,16 @@ mod tests {
 
     #[test]
     fn uri_match_tolerates_rendering_differences() {
-        let req_uri = rsip::Uri::try_from("sip:12345.qh.gov.cn").unwrap();
+        let req_uri = "sip:12345.qh.gov.cn";
         assert!(uri_matches("sip:12345.qh.gov.cn", &req_uri));
         assert!(uri_matches("SIP:12345.QH.gov.cn;transport=udp", &req_uri));
         assert!(!uri_matches("sip:1001@12345.qh.gov.cn", &req_uri));
         assert!(!uri_matches("sip:12345.qh.gov.cn:5080", &req_uri));
         assert!(!uri_matches("not a uri at all", &req_uri));
+        assert!(
+            uri_matches("sip:::1:5060", "sip:[::1]:5060"),
+            "SIPp's unbracketed IPv6 digest-uri"
+        );
     }
 
     #[test]

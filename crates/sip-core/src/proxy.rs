@@ -365,13 +365,13 @@ impl Proxy {
         ctx.policy = policy;
         ctx.failure_reported = false;
         let base = entry.request.clone();
-        let in_transport = entry.peer.transport;
+        let inbound = entry.peer;
         for t in targets {
             let mut req = base.clone();
             if req.set_uri(&t.uri).is_err() {
                 continue;
             }
-            self.start_branch(now, id, req, t.peer, in_transport, true);
+            self.start_branch(now, id, req, t.peer, inbound, true);
         }
         Ok(())
     }
@@ -506,7 +506,7 @@ impl Proxy {
                             call_id: req.meta.call_id.clone(),
                             source,
                         })));
-                        self.start_branch(now, id, req, peer, source.transport, false);
+                        self.start_branch(now, id, req, peer, source, false);
                     }
                     None => self.reply(now, id, 502, "Bad Gateway (next hop is not an IP address)"),
                 }
@@ -655,7 +655,7 @@ impl Proxy {
             return;
         }
         let Some(peer) = next_hop(&req) else { return };
-        let Some(listener) = self.listener_for(peer.transport) else {
+        let Some(listener) = self.listener_for(peer.transport, peer.addr) else {
             return;
         };
         // Stateless forwarding: the branch is a function of the incoming one (§16.11).
@@ -682,10 +682,10 @@ impl Proxy {
         id: ServerId,
         mut req: Request,
         peer: Peer,
-        in_transport: Transport,
+        inbound: Peer,
         initial: bool,
     ) {
-        let Some(listener) = self.listener_for(peer.transport) else {
+        let Some(listener) = self.listener_for(peer.transport, peer.addr) else {
             return;
         };
         let method = req.method();
@@ -693,10 +693,10 @@ impl Proxy {
         req.set_max_forwards(mf);
         if initial && matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
             // Record-Route so in-dialog requests come back through us; two entries when the transport
-            // changes (RFC 5658 double record-routing).
+            // or the address family changes (RFC 5658 double record-routing).
             let token = self.rr_token(&req.meta.call_id);
-            if in_transport != peer.transport {
-                if let Some(l_in) = self.listener_for(in_transport) {
+            if let Some(l_in) = self.listener_for(inbound.transport, inbound.addr) {
+                if l_in != listener {
                     req.prepend_header("Record-Route", rr_value(&l_in, &token));
                 }
             }
@@ -1256,11 +1256,12 @@ impl Proxy {
         hex::encode(&h.finalize()[..6])
     }
 
-    fn listener_for(&self, t: Transport) -> Option<Listener> {
-        self.cfg
-            .listeners
-            .iter()
-            .find(|l| l.transport == t)
+    /// Our listener for sending to `to` over `t`: same transport and address family.
+    fn listener_for(&self, t: Transport, to: SocketAddr) -> Option<Listener> {
+        let ls = &self.cfg.listeners;
+        ls.iter()
+            .find(|l| l.transport == t && l.addr.is_ipv4() == to.is_ipv4())
+            .or_else(|| ls.iter().find(|l| l.transport == t))
             .cloned()
     }
 

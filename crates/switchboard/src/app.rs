@@ -286,7 +286,7 @@ impl Switch {
 
     fn on_register(&mut self, now: Instant, id: ServerId, req: &Request, source: Peer) {
         let creds = &self.credentials;
-        let outcome = self.reg_auth.verify(now, req.rsip(), |u| creds.get(u));
+        let outcome = self.reg_auth.verify_request(now, req, |u| creds.get(u));
         let user = match outcome {
             AuthOutcome::Authenticated { user, .. } => user,
             other => {
@@ -576,7 +576,7 @@ impl Switch {
             });
         }
         let creds = &self.credentials;
-        let outcome = self.proxy_auth.verify(now, req.rsip(), |u| creds.get(u));
+        let outcome = self.proxy_auth.verify_request(now, req, |u| creds.get(u));
         match outcome {
             AuthOutcome::Authenticated { user, .. } => Some(Origin::Agent { user }),
             AuthOutcome::Missing if !self.is_known_device(source.addr) => {

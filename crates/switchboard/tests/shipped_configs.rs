@@ -9,8 +9,13 @@ fn every_shipped_config_and_its_dialplans_load() {
     for e in std::fs::read_dir(&deploy).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
-            let setup = switchboard::setup::load(&p).unwrap_or_else(|e| panic!("{}:\n{e}", p.display()));
-            assert!(!setup.plan.lines().is_empty(), "{} loads an empty plan", p.display());
+            let setup =
+                switchboard::setup::load(&p).unwrap_or_else(|e| panic!("{}:\n{e}", p.display()));
+            assert!(
+                !setup.plan.lines().is_empty(),
+                "{} loads an empty plan",
+                p.display()
+            );
             n += 1;
         }
     }
@@ -21,10 +26,19 @@ fn every_shipped_config_and_its_dialplans_load() {
 fn the_default_roster_answers_every_queue_of_the_plan() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml");
     let setup = switchboard::setup::load(&p).unwrap();
-    let answered: std::collections::HashSet<String> =
-        setup.loaded.config.agents.iter().flat_map(|a| a.queues.iter().map(|q| q.get_ref().clone())).collect();
+    let answered: std::collections::HashSet<String> = setup
+        .loaded
+        .config
+        .agents
+        .iter()
+        .flat_map(|a| a.queues.iter().map(|q| q.get_ref().clone()))
+        .collect();
     for c in setup.plan.centers() {
-        assert!(answered.contains(c.queue.as_str()), "no demo agent answers {}", c.queue);
+        assert!(
+            answered.contains(c.queue.as_str()),
+            "no demo agent answers {}",
+            c.queue
+        );
     }
 }
 
@@ -34,12 +48,26 @@ fn a_bad_agent_queue_is_reported_with_its_position() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml");
     let text = std::fs::read_to_string(&shipped).unwrap().replace(
         "dialplans_dir = \"../dialplans\"",
-        &format!("dialplans_dir = {:?}", Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dialplans")),
+        &format!(
+            "dialplans_dir = {:?}",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dialplans")
+        ),
     );
-    let text = text.replacen("queues = [\"12345-xining\"]", "queues = [\"12345-atlantis\"]", 1);
-    let line = text.lines().position(|l| l.contains("12345-atlantis")).unwrap() + 1;
+    let text = text.replacen(
+        "queues = [\"12345-xining\"]",
+        "queues = [\"12345-atlantis\"]",
+        1,
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("12345-atlantis"))
+        .unwrap()
+        + 1;
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, text).unwrap();
     let err = switchboard::setup::load(&cfg).unwrap_err().to_string();
-    assert!(err.contains(&format!("bad.toml:{line}:")) && err.contains("12345-atlantis"), "{err}");
+    assert!(
+        err.contains(&format!("bad.toml:{line}:")) && err.contains("12345-atlantis"),
+        "{err}"
+    );
 }

@@ -293,3 +293,86 @@ fn registrations_survive_a_restart() {
         d.log()
     );
 }
+
+#[test]
+fn register_and_call_over_ipv6() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        panic!("IPv6 loopback is not available on this machine");
+    }
+    let d = Daemon::start_with(Settings {
+        ipv6: true,
+        ..Settings::default()
+    });
+    let v6 = format!("[::1]:{}", d.port);
+    let agent_port = free_port("::1").to_string();
+    let (ok, diag) = sipp(
+        "register v6",
+        &[
+            &v6,
+            "-sf",
+            &scenario("register.xml"),
+            "-s",
+            "8008",
+            "-au",
+            "8008",
+            "-ap",
+            "demo-8008",
+            "-i",
+            "::1",
+            "-p",
+            &agent_port,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    assert!(ok, "{diag}\n{}", d.log());
+    let uas = sipp(
+        "agent phone v6",
+        &[
+            "-sf",
+            &scenario("uas.xml"),
+            "-s",
+            "8008",
+            "-i",
+            "::1",
+            "-p",
+            &agent_port,
+            "-m",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // The demo trunk calls from IPv4; the agent registered over IPv6: the proxy bridges families.
+    let tp = free_port("127.0.0.2").to_string();
+    let (uac_ok, uac_diag) = sipp(
+        "trunk caller",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "8008",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    let (uas_ok, uas_diag) = uas.finish(LIMIT);
+    assert!(
+        uac_ok && uas_ok,
+        "{uac_diag}\n{uas_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    assert!(uas_diag.contains("INVITE sip:8008@[::1]"), "{uas_diag}");
+    // Double Record-Route across address families: the IPv6 side sees our IPv6 address on top.
+    let rr = uas_diag
+        .lines()
+        .find(|l| l.starts_with("Record-Route:"))
+        .unwrap_or("");
+    assert!(rr.contains(&format!("<sip:[::1]:{};lr", d.port)), "{rr}");
+}

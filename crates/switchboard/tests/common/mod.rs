@@ -51,6 +51,8 @@ pub struct Settings {
     pub trunk_failover_ms: u64,
     /// Text replacements applied to the shipped dialplans copied into the test folder.
     pub plan_edits: Vec<(String, String)>,
+    /// Also listen on [::1] (UDP and TCP), same port.
+    pub ipv6: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +64,7 @@ impl Default for Settings {
             ring_timeout_s: 20,
             trunk_failover_ms: 2000,
             plan_edits: Vec::new(),
+            ipv6: false,
         }
     }
 }
@@ -233,6 +236,18 @@ To: <sip:{target}>\r\nFrom: <sip:probe@{from}>;tag=p{branch}\r\nCall-ID: {branch
 
 /// The test config: the shipped default's shape on a free port, with a temp state file.
 pub fn config_text(port: u16, s: &Settings) -> String {
+    let text = config_text_v4(port, s);
+    if !s.ipv6 {
+        return text;
+    }
+    text.replacen(
+        "listen = [\n",
+        &format!("listen = [\n  {{ transport = \"udp\", addr = \"[::1]:{port}\" }},\n  {{ transport = \"tcp\", addr = \"[::1]:{port}\" }},\n"),
+        1,
+    )
+}
+
+fn config_text_v4(port: u16, s: &Settings) -> String {
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml"),
     )
