@@ -136,15 +136,13 @@ fn same_call_over_tcp() {
 
 #[test]
 fn udp_loss_is_recovered_by_retransmissions() {
-    // SIPp drops 10 % of what it sends and receives on both sides; every call must still complete.
-    call_through(
-        "u1",
-        "127.0.0.15",
-        "8005",
-        &["-lost", "10"],
-        &["-lost", "10"],
-        20,
-    );
+    // The trunk's SIPp drops 10 % of what it sends and receives; every call must still complete:
+    // lost INVITEs, ACKs and BYEs are retransmitted by the trunk and absorbed by our server
+    // transactions; lost responses are re-sent from them. Loss stays off on the agent's side only
+    // because SIPp 3.6's UAS aborts a call when it sees a retransmitted INVITE after answering
+    // (checked by hand: it does not absorb it), which would fail the SIPp peer, not the proxy. Our
+    // client-side retransmissions (Timers A, E, G) are covered by sip-core's virtual-clock tests.
+    call_through("u1", "127.0.0.15", "8005", &["-lost", "10"], &[], 30);
 }
 
 #[test]
