@@ -32,7 +32,7 @@ pub use plan::{
     Center, CompiledPlan, Decision, EmergencyNumber, EmergencyService, Line, LineId, LineRoute,
     Mode, Normalized, NotFoundReason, Overflow, PrefectureId, Prompt, QueueId, QueueRoute, Skill,
 };
-pub use uri::{SipTarget, Transport, UriProblem};
+pub use uri::{parse_sip_target, SipTarget, Transport, UriProblem};
 
 /// Parses and validates plan text. `name` is the file name used in messages (and
 /// [`CompiledPlan::name`]).

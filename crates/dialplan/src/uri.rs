@@ -111,7 +111,8 @@ fn host_port(hp: &str) -> Result<(&str, Option<u16>), UriProblem> {
     Ok((host, port))
 }
 
-/// Reads a sub-center target: `sip:` or `sips:`, a host, an optional port, an optional transport.
+/// Reads a trunk target (a sub-center's, or a PSAP's for the emergency bridge): `sip:` or `sips:`,
+/// a host, an optional port, an optional transport.
 pub fn parse_sip_target(s: &str) -> Result<SipTarget, UriProblem> {
     const EXPECTED: UriProblem = UriProblem::Scheme {
         expected: "sip: or sips:",

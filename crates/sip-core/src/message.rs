@@ -824,9 +824,9 @@ pub fn too_large_response(bytes: &[u8]) -> Option<ErrorResponse> {
 /// [`ParseError::Answer`] with the error response ready to send.
 pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     let original = request_line_uri(bytes);
-    // rsip knows no tel: URIs (RFC 3966) and no IPv6 hosts. Both are routine here (a trunk dialing
-    // `tel:+86-971-12315`, a phone on [2001:db8::5]), so rsip gets a placeholder URI and the
-    // request keeps the real one.
+    // rsip knows no tel: URIs (RFC 3966), no IPv6 hosts and no URNs. All are routine here (a trunk
+    // dialing `tel:+86-971-12315`, a phone on [2001:db8::5], a phone calling `urn:service:sos` as
+    // RFC 5031 asks), so rsip gets a placeholder URI and the request keeps the real one.
     if let Some(uri) = original.filter(|u| needs_placeholder(u)) {
         if !plausible_uri(uri) {
             return Err(answer_from_raw(bytes, 400, "Malformed Request-URI"));
@@ -848,16 +848,22 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
 }
 
 fn needs_placeholder(uri: &str) -> bool {
-    (uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:")) || uri.contains('[')
+    (uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:"))
+        || (uri.len() > 4 && uri[..4].eq_ignore_ascii_case("urn:"))
+        || uri.contains('[')
 }
 
-/// A URI good enough to send: `sip:`/`sips:` with a host, or `tel:` with a number; no white space.
+/// A URI good enough to send: `sip:`/`sips:` with a host, `tel:` with a number, or an emergency
+/// service URN; no white space.
 fn plausible_uri(uri: &str) -> bool {
     if uri
         .bytes()
         .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>')
     {
         return false;
+    }
+    if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("urn:") {
+        return is_sos_urn(uri);
     }
     if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:") {
         let number = uri[4..].split(';').next().unwrap_or("");
@@ -884,6 +890,21 @@ fn plausible_uri(uri: &str) -> bool {
             && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
     })
+}
+
+/// `urn:service:sos` or one of its sub-services (`urn:service:sos.fire`), the emergency service
+/// URNs of RFC 5031, matched without regard to case. It is an absolute URI: a proxy sends it on as
+/// it is, and the emergency bridge reads the service from it. Other URNs are not routable here, so
+/// they stay malformed Request-URIs.
+fn is_sos_urn(uri: &str) -> bool {
+    const PREFIX: &str = "urn:service:";
+    if uri.len() < PREFIX.len() || !uri[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+        return false;
+    }
+    let mut labels = uri[PREFIX.len()..].split('.');
+    labels.next().is_some_and(|l| l.eq_ignore_ascii_case("sos"))
+        && labels
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 /// The user part of a `sip:`/`sips:` URI, or the number of a `tel:` URI.
@@ -1418,6 +1439,55 @@ Content-Length: 4\r\n\r\nv=0\n";
             parse(bad.as_bytes()),
             Err(ParseError::Answer { status: 400, .. })
         ));
+    }
+
+    #[test]
+    fn sos_urn_request_uri_is_kept_as_sent() {
+        for uri in [
+            "urn:service:sos",
+            "urn:service:sos.fire",
+            "URN:Service:SOS.animal-control",
+        ] {
+            let s = INVITE.replacen(
+                "INVITE sip:8001@127.0.0.1 SIP/2.0",
+                &format!("INVITE {uri} SIP/2.0"),
+                1,
+            );
+            let r = req(&s);
+            assert_eq!(r.uri(), uri);
+            assert_eq!(r.uri_user(), None);
+            let bytes = r.to_bytes();
+            assert!(std::str::from_utf8(&bytes)
+                .unwrap()
+                .starts_with(&format!("INVITE {uri} SIP/2.0\r\n")));
+        }
+        // Only the emergency service URNs: other URNs, and broken ones, are malformed here.
+        for bad in [
+            "urn:service:counseling",
+            "urn:service:sosx",
+            "urn:service:sos.",
+            "urn:service:sos..fire",
+            "urn:service:sos;x=1",
+            "urn:nena:sos",
+            "urn:",
+        ] {
+            let s = INVITE.replacen(
+                "INVITE sip:8001@127.0.0.1 SIP/2.0",
+                &format!("INVITE {bad} SIP/2.0"),
+                1,
+            );
+            assert!(
+                matches!(
+                    parse(s.as_bytes()),
+                    Err(ParseError::Answer { status: 400, .. })
+                ),
+                "{bad}"
+            );
+        }
+        let mut r = req(INVITE);
+        assert_eq!(r.set_uri("urn:service:sos.ambulance"), Ok(()));
+        assert_eq!(r.uri(), "urn:service:sos.ambulance");
+        assert_eq!(r.set_uri("urn:service:nope"), Err(InvalidUri));
     }
 
     #[test]
