@@ -327,6 +327,23 @@ impl Proxy {
         Ok(())
     }
 
+    /// Add a header to the request of `id` before it is forwarded (Resource-Priority on an emergency
+    /// call, a linkage header).
+    pub fn add_request_header(
+        &mut self,
+        id: ServerId,
+        name: &str,
+        value: String,
+    ) -> Result<(), ProxyError> {
+        let entry = self
+            .servers
+            .get_mut(&id)
+            .ok_or(ProxyError::UnknownTransaction)?;
+        entry.request.remove_header(name);
+        entry.request.push_header(name, value);
+        Ok(())
+    }
+
     /// A response builder for the request of `id`, with Via, From, To (tagged), Call-ID and CSeq copied.
     pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
         let e = self.servers.get(&id)?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialplan::{CompiledPlan, Decision, QueueRoute};
+use emergency_bridge::{EmergencyBridge, EmergencyService};
 
 use sip_core::auth::{
     Account, AuthConfig, AuthOutcome, Authenticator, ChallengeKind, CredentialStore,
@@ -41,6 +42,8 @@ pub enum Origin {
     Trunk { name: String },
     /// An agent whose digest credentials checked out.
     Agent { user: String },
+    /// A phone that registered from this address (emergency calls skip the digest challenge).
+    Device,
 }
 
 /// The application state driven by the daemon's event loop.
@@ -53,6 +56,8 @@ pub struct Switch {
     trunks: Vec<Trunk>,
     /// The dialplan snapshot new calls are routed with; swapped whole on reload.
     plan: Arc<CompiledPlan>,
+    /// The emergency bridge compiled against `plan` (swapped with it).
+    bridge: Option<Arc<EmergencyBridge>>,
     /// Agents per queue id, in config order (the interim queue: ring them one after another).
     queue_members: HashMap<String, Vec<String>>,
     /// Calls being hunted: the steps still to try.
@@ -80,7 +85,13 @@ pub struct Tally {
 
 impl Switch {
     /// Build from a validated config. `secret` keys nonces and Record-Route signatures.
-    pub fn new(loaded: &Loaded, plan: Arc<CompiledPlan>, secret: [u8; 32], salt: u64) -> Switch {
+    pub fn new(
+        loaded: &Loaded,
+        plan: Arc<CompiledPlan>,
+        bridge: Option<Arc<EmergencyBridge>>,
+        secret: [u8; 32],
+        salt: u64,
+    ) -> Switch {
         let c = &loaded.config;
         let listeners = c
             .sip
@@ -138,6 +149,7 @@ impl Switch {
             proxy_auth: Authenticator::new(proxy_cfg, s2),
             trunks: loaded.trunks.clone(),
             plan,
+            bridge,
             queue_members: queue_members(loaded),
             calls: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -152,7 +164,13 @@ impl Switch {
 
     /// Apply a reloaded config and dialplan. Calls in progress keep the steps they were given; new
     /// calls use the new plan. Listeners and timers need a restart.
-    pub fn apply_reload(&mut self, loaded: &Loaded, plan: Arc<CompiledPlan>) {
+    pub fn apply_reload(
+        &mut self,
+        loaded: &Loaded,
+        plan: Arc<CompiledPlan>,
+        bridge: Option<Arc<EmergencyBridge>>,
+    ) {
+        self.bridge = bridge;
         let c = &loaded.config;
         self.credentials = credential_store(loaded);
         self.trunks = loaded.trunks.clone();
@@ -246,8 +264,10 @@ impl Switch {
                 self.calls.remove(&id);
             }
             Event::BranchResponse { id, status, .. } => {
-                // A 2xx ends the hunt; so does a 6xx (global failure).
-                if (200..300).contains(&status) || status >= 600 {
+                // A 2xx ends the hunt; so does a 6xx (global failure), except for an emergency
+                // call, which tries every PSAP whatever they answer.
+                let emergency = self.calls.get(&id).is_some_and(|c| c.emergency.is_some());
+                if (200..300).contains(&status) || (status >= 600 && !emergency) {
                     self.calls.remove(&id);
                 }
             }
@@ -265,6 +285,14 @@ impl Switch {
     }
 
     fn on_request(&mut self, now: Instant, id: ServerId, req: Request, source: Peer) {
+        // The emergency bridge looks first: before digest, dialplan, queues and draining.
+        if req.method() == Method::Invite && req.meta.to_tag.is_none() {
+            if let Some(service) = emergency_bridge::classify(req.uri(), req.uri_user(), &self.plan)
+            {
+                self.on_emergency(now, id, &req, source, service);
+                return;
+            }
+        }
         match req.method() {
             Method::Register => self.on_register(now, id, &req, source),
             Method::Options if req.uri_user().is_none() => {
@@ -325,6 +353,114 @@ impl Switch {
         let _ = self.proxy.respond_bytes(now, id, status, bytes.into());
     }
 
+    /// An emergency call: never challenged, queued, rate-limited or shed; routed at once to the PSAP
+    /// of the caller's prefecture, failing over target by target, then to the province.
+    fn on_emergency(
+        &mut self,
+        now: Instant,
+        id: ServerId,
+        req: &Request,
+        source: Peer,
+        service: EmergencyService,
+    ) {
+        let ip = source.addr.ip();
+        let origin = if let Some(t) = self.trunk_for(ip) {
+            Origin::Trunk {
+                name: t.name.clone(),
+            }
+        } else if self.is_known_device(source.addr) {
+            Origin::Device
+        } else if self
+            .bridge
+            .as_ref()
+            .is_some_and(|b| b.psap_source(ip).is_some())
+        {
+            Origin::Trunk {
+                name: "psap".into(),
+            }
+        } else {
+            // Still no open relay: a stranger's "110" is refused and logged as a security event.
+            warn!(source = %source.addr, %service, "SECURITY: emergency call from an unknown source refused");
+            self.reply(now, id, 403, "Forbidden", &[]);
+            return;
+        };
+        let caller = caller_number(req);
+        let trunk_prefecture = match &origin {
+            Origin::Trunk { name } => self
+                .trunks
+                .iter()
+                .find(|t| &t.name == name)
+                .and_then(|t| t.prefecture.clone()),
+            _ => None,
+        };
+        let dialed = req.uri_user().unwrap_or(req.uri());
+        let prefecture = emergency_bridge::caller_prefecture(
+            &self.plan,
+            dialed,
+            &caller,
+            trunk_prefecture.as_deref(),
+        );
+        let Some(bridge) = self.bridge.clone() else {
+            tracing::error!(%service, "ALARM: emergency call but no [emergency] section is configured");
+            self.reply(
+                now,
+                id,
+                503,
+                "Service Unavailable (no PSAP configured)",
+                &[],
+            );
+            return;
+        };
+        let steps: VecDeque<Step> = bridge
+            .route(service, prefecture)
+            .iter()
+            .map(|t| {
+                let transport = match t.transport {
+                    dialplan::Transport::Udp => Transport::Udp,
+                    dialplan::Transport::Tcp => Transport::Tcp,
+                    dialplan::Transport::Tls => Transport::Tls,
+                };
+                Step::Trunk(Target {
+                    uri: t.request_uri(service),
+                    peer: Peer {
+                        transport,
+                        addr: t.addr,
+                        conn: None,
+                    },
+                })
+            })
+            .collect();
+        let _ = self.proxy.add_request_header(
+            id,
+            emergency_bridge::RESOURCE_PRIORITY,
+            emergency_bridge::resource_priority(service).to_owned(),
+        );
+        if let Ok(v) = emergency_bridge::linkage_value(&req.meta.call_id, None) {
+            let _ = self
+                .proxy
+                .add_request_header(id, emergency_bridge::LINKAGE_HEADER, v);
+        }
+        tracing::warn!(
+            %service,
+            prefecture = %self.plan.center(prefecture).id,
+            caller = %Redacted(&caller),
+            ?origin,
+            targets = steps.len(),
+            "EMERGENCY call: handing to PSAP"
+        );
+        self.calls.insert(
+            id,
+            Call {
+                steps,
+                seq: 0,
+                tried: 0,
+                emergency: Some(service),
+                trunk_timeout: bridge.no_provisional_timeout(),
+            },
+        );
+        self.next_step(now, id);
+    }
+
     /// An out-of-dialog request: INVITE, MESSAGE, OPTIONS to a user, SUBSCRIBE ...
     fn on_initial(&mut self, now: Instant, id: ServerId, req: &Request, source: Peer) {
         let Some(origin) = self.identify(now, id, req, source) else {
@@ -338,7 +474,7 @@ impl Switch {
                 .iter()
                 .find(|t| &t.name == name)
                 .and_then(|t| t.prefecture.clone()),
-            Origin::Agent { .. } => None,
+            Origin::Agent { .. } | Origin::Device => None,
         };
         let plan = self.plan.clone();
         let decision = plan.route(dialed, &caller, trunk_prefecture.as_deref());
@@ -437,6 +573,8 @@ impl Switch {
                 steps: steps.into(),
                 seq: 0,
                 tried: 0,
+                emergency: None,
+                trunk_timeout: self.trunk_failover,
             },
         );
         self.next_step(now, id);
@@ -498,8 +636,13 @@ impl Switch {
             };
             let Some(step) = call.steps.pop_front() else {
                 let tried = call.tried;
+                let emergency = call.emergency;
                 self.calls.remove(&id);
-                if tried == 0 {
+                if let Some(service) = emergency {
+                    // Never silence: a clear 503, and an alarm.
+                    tracing::error!(%service, ?id, "ALARM: emergency call failed: no PSAP target answered");
+                    self.reply(now, id, 503, "Service Unavailable (no PSAP answered)", &[]);
+                } else if tried == 0 {
                     self.reply(
                         now,
                         id,
@@ -512,9 +655,10 @@ impl Switch {
                 }
                 return;
             };
+            let call_trunk_timeout = call.trunk_timeout;
             let (targets, timeout) = match &step {
                 Step::Agent(user) => (self.contacts_of(user, now), self.ring_timeout),
-                Step::Trunk(t) => (vec![t.clone()], self.trunk_failover),
+                Step::Trunk(t) => (vec![t.clone()], call_trunk_timeout),
             };
             if targets.is_empty() {
                 continue; // not registered: next
@@ -660,6 +804,10 @@ struct Call {
     seq: u32,
     /// Steps actually tried (a step whose agent is not registered is skipped).
     tried: u32,
+    /// Set for an emergency call: it ends in a 503 and an alarm, never in silence.
+    emergency: Option<EmergencyService>,
+    /// How long a trunk step may stay silent before the next one.
+    trunk_timeout: Duration,
 }
 
 fn describe_queue(q: &QueueRoute<'_>) -> String {

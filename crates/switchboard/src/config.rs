@@ -28,6 +28,10 @@ pub struct Config {
     /// Where calls go: the dialplans and the hunting timers.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// The emergency bridge: the PSAPs per prefecture and service (110/119/120/122). Without it,
+    /// emergency calls are refused with 503 and an alarm: configure it.
+    #[serde(default)]
+    pub emergency: Option<emergency_bridge::EmergencyConfig>,
     /// Named SIP peers (PBXs, carrier gateways) recognised by source address.
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,

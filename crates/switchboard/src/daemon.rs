@@ -31,6 +31,49 @@ use crate::transport::{Inbound, TcpLimits, TcpTransport};
 /// peer retransmits) and TCP readers wait: memory stays bounded under a flood.
 const INBOUND_QUEUE: usize = 8192;
 
+/// Capacity of the reserved channel for emergency INVITEs.
+const EMERGENCY_QUEUE: usize = 1024;
+
+/// A cheap look at a datagram, before any parsing: is it an INVITE whose Request-URI names an
+/// emergency service (110, 119, 120, 122, with an area-code or +86 prefix, or `urn:service:sos`)?
+/// It only chooses the channel; the app classifies properly. A false positive costs nothing but a
+/// place in the reserved queue.
+pub fn looks_like_emergency(bytes: &[u8]) -> bool {
+    let Some(rest) = bytes.strip_prefix(b"INVITE ") else {
+        return false;
+    };
+    let end = rest
+        .iter()
+        .position(|b| *b == b' ' || *b == b'\r')
+        .unwrap_or(rest.len())
+        .min(128);
+    let uri = &rest[..end];
+    if uri
+        .windows(15)
+        .any(|w| w.eq_ignore_ascii_case(b"urn:service:sos"))
+    {
+        return true;
+    }
+    // The user part (sip:) or number (tel:): digits (and separators) ending in a service number.
+    let Some(colon) = uri.iter().position(|b| *b == b':') else {
+        return false;
+    };
+    let user = &uri[colon + 1..];
+    let user_end = user
+        .iter()
+        .position(|b| *b == b'@' || *b == b';')
+        .unwrap_or(user.len());
+    let digits: Vec<u8> = user[..user_end]
+        .iter()
+        .copied()
+        .filter(u8::is_ascii_digit)
+        .collect();
+    digits.len() <= 9
+        && [b"110", b"119", b"120", b"122"]
+            .iter()
+            .any(|n| digits.ends_with(*n))
+}
+
 /// The longest a graceful shutdown waits for open transactions.
 const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 
@@ -40,7 +83,16 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let c = loaded.config.clone();
     let clock = Clock::new();
     let secret: [u8; 32] = rand::random();
-    let mut sw = Switch::new(&loaded, setup.plan.clone(), secret, rand::random());
+    let mut sw = Switch::new(
+        &loaded,
+        setup.plan.clone(),
+        setup.bridge.clone(),
+        secret,
+        rand::random(),
+    );
+    if setup.bridge.is_none() {
+        error!("ALARM: no [emergency] section: emergency calls will be refused with 503");
+    }
     info!(plan = %setup.plan.name(), lines = setup.plan.lines().len(), "dialplan loaded");
 
     let state_file = loaded.resolve(&c.registrar.state_file);
@@ -59,6 +111,8 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     }
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    // The reserved path: emergency INVITEs never wait behind (or get dropped with) other traffic.
+    let (etx, mut erx) = mpsc::channel::<Inbound>(EMERGENCY_QUEUE);
     let mut udp: Vec<Arc<UdpSocket>> = Vec::new();
     let mut tcp: Vec<TcpTransport> = Vec::new();
     for l in &c.sip.listen {
@@ -74,6 +128,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 tokio::spawn(udp_receiver(
                     sock.clone(),
                     tx.clone(),
+                    etx.clone(),
                     c.sip.max_message_bytes,
                 ));
                 udp.push(sock);
@@ -95,6 +150,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         }
     }
     drop(tx);
+    drop(etx);
     warn_demo_credentials(&loaded);
 
     let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
@@ -121,6 +177,12 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let sleep_until =
             deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
+            // Emergency first, always.
+            biased;
+            Some(m) = erx.recv() => {
+                let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
+                sw.on_message(clock.now(), peer, &m.bytes, &mut out);
+            }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 let peer = Peer { transport: msg.transport, addr: msg.peer, conn: msg.conn };
@@ -157,7 +219,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                     if new.loaded.config.sip.listen.iter().map(|l| l.get_ref().addr).ne(c.sip.listen.iter().map(|l| l.get_ref().addr)) {
                         warn!("reload: listener changes need a restart; the listeners stay as they are");
                     }
-                    sw.apply_reload(&new.loaded, new.plan.clone());
+                    sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
                     metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "ok").increment(1);
                     info!(plan = %new.plan.name(), lines = new.plan.lines().len(), "reload: new config and dialplan in service");
                 }
@@ -288,7 +350,12 @@ impl Sender {
 }
 
 /// Receives datagrams and hands them to the core. Oversized datagrams get 513 here.
-async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, max: usize) {
+async fn udp_receiver(
+    sock: Arc<UdpSocket>,
+    tx: mpsc::Sender<Inbound>,
+    emergency: mpsc::Sender<Inbound>,
+    max: usize,
+) {
     let local = sock
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -319,6 +386,11 @@ async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, max: usiz
             peer,
             conn: None,
             bytes: Bytes::copy_from_slice(&buf[..n]),
+        };
+        let tx = if looks_like_emergency(&msg.bytes) {
+            &emergency
+        } else {
+            &tx
         };
         if tx.try_send(msg).is_err() {
             if let Some(n) = full_log.allow() {
@@ -382,5 +454,30 @@ fn warn_demo_credentials(loaded: &Loaded) {
             listeners = ?exposed,
             "DEMO CREDENTIALS IN USE on a non-loopback listener: anyone can register as a demo agent; replace the [[agents]] entries"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_emergency;
+
+    #[test]
+    fn emergency_invites_take_the_reserved_path() {
+        for yes in [
+            "INVITE sip:110@127.0.0.1 SIP/2.0",
+            "INVITE sip:0971119@h SIP/2.0",
+            "INVITE tel:+86-971-120 SIP/2.0",
+            "INVITE urn:service:sos.fire SIP/2.0",
+            "INVITE sip:122@h;user=phone SIP/2.0",
+        ] {
+            assert!(looks_like_emergency(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "INVITE sip:12345@h SIP/2.0",
+            "BYE sip:110@h SIP/2.0",
+            "INVITE sip:13800138110@h SIP/2.0",
+        ] {
+            assert!(!looks_like_emergency(no.as_bytes()), "{no}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dialplan::CompiledPlan;
+use emergency_bridge::EmergencyBridge;
 
 use crate::config::{self, line_col, Loaded};
 
@@ -14,6 +15,9 @@ use crate::config::{self, line_col, Loaded};
 pub struct Setup {
     pub loaded: Loaded,
     pub plan: Arc<CompiledPlan>,
+    /// The emergency bridge, compiled against this plan (its prefecture ids belong to the plan, so
+    /// the two are always swapped together). `None` when the config has no `[emergency]` section.
+    pub bridge: Option<Arc<EmergencyBridge>>,
 }
 
 /// Every problem found, one `file:line:col: message` per line.
@@ -56,10 +60,21 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
             }
         }
     }
+    let bridge = match &loaded.config.emergency {
+        Some(e) => match e.compile(&plan, &path.display().to_string(), &text) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(errors) => {
+                problems.extend(errors.to_string().lines().map(str::to_owned));
+                None
+            }
+        },
+        None => None,
+    };
     if problems.is_empty() {
         Ok(Setup {
             loaded,
             plan: Arc::new(plan),
+            bridge,
         })
     } else {
         Err(SetupErrors(problems))

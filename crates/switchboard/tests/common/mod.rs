@@ -53,6 +53,8 @@ pub struct Settings {
     pub plan_edits: Vec<(String, String)>,
     /// Also listen on [::1] (UDP and TCP), same port.
     pub ipv6: bool,
+    /// Text replacements applied to the config after the others.
+    pub config_edits: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -65,6 +67,7 @@ impl Default for Settings {
             trunk_failover_ms: 2000,
             plan_edits: Vec::new(),
             ipv6: false,
+            config_edits: Vec::new(),
         }
     }
 }
@@ -236,7 +239,10 @@ To: <sip:{target}>\r\nFrom: <sip:probe@{from}>;tag=p{branch}\r\nCall-ID: {branch
 
 /// The test config: the shipped default's shape on a free port, with a temp state file.
 pub fn config_text(port: u16, s: &Settings) -> String {
-    let text = config_text_v4(port, s);
+    let mut text = config_text_v4(port, s);
+    for (a, b) in &s.config_edits {
+        text = text.replace(a.as_str(), b.as_str());
+    }
     if !s.ipv6 {
         return text;
     }

@@ -1,0 +1,261 @@
+//! The emergency bridge on the wire: SIPp PSAPs on the demo addresses (prefecture k at 127.0.1.k,
+//! the province at 127.0.1.9; police 5110, fire 5119, ambulance 5120, traffic 5122).
+//!
+//! Tests run in parallel, so each PSAP address:port is used by one test only: police 127.0.1.1-8
+//! (prefectures), 127.0.1.7 fire/ambulance/traffic (services), 127.0.1.6 and .9 ambulance and .9
+//! traffic (failover), 127.0.1.4 and .9 fire stay silent (all fail), 127.0.1.5 ambulance (agent),
+//! 127.0.1.8 fire (flood).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+/// A SIPp PSAP answering `calls` calls with `scn` on ip:port.
+fn psap(ip: &str, port: u16, scn: &str, calls: u32) -> Sipp {
+    let p = port.to_string();
+    let n = calls.to_string();
+    sipp(
+        &format!("psap {ip}:{port}"),
+        &[
+            "-sf",
+            &scenario(scn),
+            "-s",
+            "psap",
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            &n,
+        ],
+    )
+}
+
+/// One call from the demo trunk (127.0.0.2, Xining) to `dialed`.
+fn call(d: &Daemon, dialed: &str) -> (bool, String) {
+    let tp = free_port("127.0.0.2").to_string();
+    sipp(
+        &format!("call {dialed}"),
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            dialed,
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT)
+}
+
+#[test]
+fn each_prefecture_reaches_its_own_police() {
+    let d = Daemon::start();
+    let codes = [
+        "0971", "0972", "0970", "0973", "0974", "0975", "0976", "0977",
+    ];
+    for (k, code) in codes.iter().enumerate() {
+        let ip = format!("127.0.1.{}", k + 1);
+        let p = psap(&ip, 5110, "uas.xml", 1);
+        std::thread::sleep(Duration::from_millis(200));
+        let (ok, diag) = call(&d, &format!("{code}110"));
+        let (p_ok, p_diag) = p.finish(LIMIT);
+        assert!(
+            ok && p_ok,
+            "{code}: {diag}\n{p_diag}\n--- daemon\n{}",
+            d.log()
+        );
+        // The PSAP sees the bare service number, priority, and the linkage to the 12345 call.
+        assert!(
+            p_diag.contains(&format!("INVITE sip:110@{ip}:5110")),
+            "{p_diag}"
+        );
+        assert!(p_diag.contains("Resource-Priority: esnet."), "{p_diag}");
+        assert!(p_diag.contains("X-12345-Linkage: call="), "{p_diag}");
+    }
+}
+
+#[test]
+fn each_service_reaches_its_own_psap() {
+    let d = Daemon::start();
+    // Yushu (0976) is prefecture 7: fire, ambulance and traffic at 127.0.1.7.
+    for (number, port) in [("119", 5119), ("120", 5120), ("122", 5122)] {
+        let p = psap("127.0.1.7", port, "uas.xml", 1);
+        std::thread::sleep(Duration::from_millis(200));
+        let (ok, diag) = call(&d, &format!("tel:+86-976-{number}").replace("tel:", ""));
+        let (p_ok, p_diag) = p.finish(LIMIT);
+        assert!(
+            ok && p_ok,
+            "{number}: {diag}\n{p_diag}\n--- daemon\n{}",
+            d.log()
+        );
+        assert!(
+            p_diag.contains(&format!("INVITE sip:{number}@127.0.1.7:{port}")),
+            "{p_diag}"
+        );
+    }
+}
+
+#[test]
+fn a_503_fails_over_and_so_does_a_target_that_is_down() {
+    let d = Daemon::start_with(Settings {
+        config_edits: vec![(
+            "no_provisional_timeout_ms = 2000".into(),
+            "no_provisional_timeout_ms = 800".into(),
+        )],
+        ..Settings::default()
+    });
+    // Golog (0975) ambulance answers 503: the provincial ambulance takes the call.
+    let overloaded = psap("127.0.1.6", 5120, "uas_503.xml", 1);
+    let province = psap("127.0.1.9", 5120, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, diag) = call(&d, "0975120");
+    let (o_ok, o_diag) = overloaded.finish(LIMIT);
+    let (p_ok, p_diag) = province.finish(LIMIT);
+    assert!(
+        ok && o_ok && p_ok,
+        "{diag}\n{o_diag}\n{p_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    // Hainan (0974) traffic is down (nothing listens): after the no-provisional timeout, the province.
+    let province = psap("127.0.1.9", 5122, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (ok, diag) = call(&d, "0974122");
+    let (p_ok, p_diag) = province.finish(LIMIT);
+    assert!(ok && p_ok, "{diag}\n{p_diag}\n--- daemon\n{}", d.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failover took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn when_every_psap_fails_the_caller_gets_503_and_an_alarm() {
+    let d = Daemon::start_with(Settings {
+        config_edits: vec![(
+            "no_provisional_timeout_ms = 2000".into(),
+            "no_provisional_timeout_ms = 500".into(),
+        )],
+        ..Settings::default()
+    });
+    // Huangnan (0973) fire and the provincial fire service are both down.
+    let (ok, diag) = call(&d, "0973119");
+    assert!(
+        !ok && diag.contains("SIP/2.0 503 Service Unavailable (no PSAP answered)"),
+        "{diag}"
+    );
+    assert!(
+        d.log().contains("ALARM: emergency call failed"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn strangers_are_refused_and_registered_phones_are_not_challenged() {
+    let d = Daemon::start();
+    let stranger = std::net::UdpSocket::bind("127.0.0.98:0").unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let from = stranger.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:110@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKsos1\r\nMax-Forwards: 70\r\n\
+To: <sip:110@{t}>\r\nFrom: <sip:x@{from}>;tag=a\r\nCall-ID: sos1@x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        t = d.target()
+    );
+    stranger.send_to(invite.as_bytes(), d.addr()).unwrap();
+    let mut buf = [0u8; 4096];
+    let reply = loop {
+        let (n, _) = stranger.recv_from(&mut buf).expect("an answer");
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !r.starts_with("SIP/2.0 100") {
+            break r;
+        }
+    };
+    assert!(reply.starts_with("SIP/2.0 403"), "{reply}");
+    assert!(d
+        .log()
+        .contains("SECURITY: emergency call from an unknown source refused"));
+
+    // An agent's registered phone dials 0974 120 without credentials: no 407, straight to Hainan's
+    // ambulance PSAP (127.0.1.5).
+    let port = free_port("127.0.0.51");
+    register(&d, "8001", "127.0.0.51", port, "u1");
+    let hainan = psap("127.0.1.5", 5120, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let p = port.to_string();
+    let (ok, diag) = sipp(
+        "agent dials 120",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "0974120",
+            "-i",
+            "127.0.0.51",
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    let (p_ok, p_diag) = hainan.finish(LIMIT);
+    assert!(ok && p_ok, "{diag}\n{p_diag}\n--- daemon\n{}", d.log());
+    assert!(
+        !diag.contains("407"),
+        "an emergency call was challenged:\n{diag}"
+    );
+}
+
+#[test]
+fn an_emergency_call_connects_during_a_junk_flood() {
+    let d = Daemon::start();
+    let p = psap("127.0.1.8", 5119, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    // Two flooders send junk and unanswerable INVITEs for the whole call.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for k in 0..2 {
+        let stop = stop.clone();
+        let target = d.addr();
+        flooders.push(std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind(format!("127.0.0.9{k}:0")).unwrap();
+            let junk =
+                b"INVITE sip:12345@x SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKj\r\n\r\n"
+                    .to_vec();
+            let started = std::time::Instant::now();
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && sent < 200_000
+                && started.elapsed() < Duration::from_secs(15)
+            {
+                let _ = s.send_to(&junk, target);
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let (ok, diag) = call(&d, "0977119");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: u32 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    let (p_ok, p_diag) = p.finish(LIMIT);
+    assert!(ok && p_ok, "{diag}\n{p_diag}\n--- daemon\n{}", d.log());
+    assert!(
+        sent > 1000,
+        "the flood was too small to mean anything: {sent}"
+    );
+}
