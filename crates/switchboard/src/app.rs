@@ -440,6 +440,14 @@ impl Switch {
                 .proxy
                 .add_request_header(id, emergency_bridge::LINKAGE_HEADER, v);
         }
+        if let Some(by) = req.header("Referred-By") {
+            // A 12345 agent handed the caller over (REFER): the linkage record. The store issue
+            // will keep it with the call's CDR and work order.
+            let agent = RouteUri::parse(&by)
+                .and_then(|u| u.user)
+                .unwrap_or_default();
+            tracing::warn!(%service, agent = %agent, "emergency hand-off from 12345 (referred by agent)");
+        }
         tracing::warn!(
             %service,
             prefecture = %self.plan.center(prefecture).id,

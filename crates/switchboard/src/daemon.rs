@@ -31,6 +31,24 @@ use crate::transport::{Inbound, TcpLimits, TcpTransport};
 /// peer retransmits) and TCP readers wait: memory stays bounded under a flood.
 const INBOUND_QUEUE: usize = 8192;
 
+/// Kernel receive buffer asked for each UDP socket: a burst (a flood, a mass re-registration) waits
+/// here instead of being dropped before we can read it.
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// A UDP socket with a large receive buffer, for the tokio reactor.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 /// Capacity of the reserved channel for emergency INVITEs.
 const EMERGENCY_QUEUE: usize = 1024;
 
@@ -119,11 +137,8 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let l = l.get_ref();
         match l.transport {
             TransportName::Udp => {
-                let sock = Arc::new(
-                    UdpSocket::bind(l.addr)
-                        .await
-                        .with_context(|| format!("binding UDP {}", l.addr))?,
-                );
+                let sock =
+                    Arc::new(bind_udp(l.addr).with_context(|| format!("binding UDP {}", l.addr))?);
                 info!(addr = %l.addr, "listening on UDP");
                 tokio::spawn(udp_receiver(
                     sock.clone(),
@@ -387,11 +402,10 @@ async fn udp_receiver(
             conn: None,
             bytes: Bytes::copy_from_slice(&buf[..n]),
         };
-        let tx = if looks_like_emergency(&msg.bytes) {
-            &emergency
-        } else {
-            &tx
-        };
+        // Responses finish calls already placed, and emergency INVITEs must never wait: both take the
+        // reserved path. Junk, which is what a flood is made of, never looks like either.
+        let urgent = msg.bytes.starts_with(b"SIP/2.0 ") || looks_like_emergency(&msg.bytes);
+        let tx = if urgent { &emergency } else { &tx };
         if tx.try_send(msg).is_err() {
             if let Some(n) = full_log.allow() {
                 warn!(

@@ -4,7 +4,7 @@
 //! Tests run in parallel, so each PSAP address:port is used by one test only: police 127.0.1.1-8
 //! (prefectures), 127.0.1.7 fire/ambulance/traffic (services), 127.0.1.6 and .9 ambulance and .9
 //! traffic (failover), 127.0.1.4 and .9 fire stay silent (all fail), 127.0.1.5 ambulance (agent),
-//! 127.0.1.8 fire (flood).
+//! 127.0.1.8 fire (flood), 127.0.1.2 fire (REFER hand-off).
 
 mod common;
 
@@ -239,12 +239,17 @@ fn an_emergency_call_connects_during_a_junk_flood() {
                     .to_vec();
             let started = std::time::Instant::now();
             let mut sent = 0u32;
+            // About 20,000 datagrams a second from each flooder, in bursts: a hard flood for a
+            // 2-core machine that also runs the daemon and three SIPp peers.
             while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && sent < 200_000
+                && sent < 400_000
                 && started.elapsed() < Duration::from_secs(15)
             {
-                let _ = s.send_to(&junk, target);
-                sent += 1;
+                for _ in 0..200 {
+                    let _ = s.send_to(&junk, target);
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
             sent
         }));
@@ -258,4 +263,61 @@ fn an_emergency_call_connects_during_a_junk_flood() {
         sent > 1000,
         "the flood was too small to mean anything: {sent}"
     );
+}
+
+#[test]
+fn an_agents_refer_hand_off_reaches_the_psap_of_the_callers_prefecture() {
+    let d = Daemon::start();
+    // Agent 8001 answers for Xining; the caller is on a Haidong landline (0972...): the hand-off
+    // to 119 must reach Haidong's fire service at 127.0.1.2:5119, not Xining's.
+    let port = free_port("127.0.0.52");
+    register(&d, "8001", "127.0.0.52", port, "u1");
+    let p = port.to_string();
+    let agent = sipp(
+        "agent transfers",
+        &[
+            "-sf",
+            &scenario("uas_refer.xml"),
+            "-s",
+            "8001",
+            "-i",
+            "127.0.0.52",
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    );
+    let fire = psap("127.0.1.2", 5119, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let tp = free_port("127.0.0.2").to_string();
+    let (ok, diag) = sipp(
+        "caller",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac_transfer.xml"),
+            "-s",
+            "8001",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    let (p_ok, p_diag) = fire.finish(LIMIT);
+    assert!(
+        ok && a_ok && p_ok,
+        "{diag}\n{a_diag}\n{p_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    // Haidong's PSAP, not Xining's; the caller's identity and the agent's Referred-By reach it.
+    assert!(p_diag.contains("INVITE sip:119@127.0.1.2:5119"), "{p_diag}");
+    assert!(p_diag.contains("From: <sip:09725551234@"), "{p_diag}");
+    assert!(p_diag.contains("Referred-By: <sip:8001@"), "{p_diag}");
+    assert!(d.log().contains("hand-off"), "{}", d.log());
 }
