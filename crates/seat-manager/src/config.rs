@@ -320,10 +320,12 @@ impl SeatConfig {
                 }
             }
         }
-        if let Some(cycle) = first_cycle(self.centers.iter().map(|c| {
+        // Self-cover is reported above; the cycle check looks for longer loops.
+        if let Some(cycle) = first_cycle(self.centers.iter().enumerate().map(|(i, c)| {
             c.covered_by
                 .as_deref()
                 .and_then(|cov| centers.get(cov).copied())
+                .filter(|&n| n != i)
         })) {
             p(
                 format!("centers[{cycle}] ({})", self.centers[cycle].id),
@@ -366,10 +368,11 @@ impl SeatConfig {
                 );
             }
         }
-        if let Some(cycle) = first_cycle(self.queues.iter().map(|q| {
+        if let Some(cycle) = first_cycle(self.queues.iter().enumerate().map(|(i, q)| {
             q.overflow_to
                 .as_deref()
                 .and_then(|to| queues.get(to).copied())
+                .filter(|&n| n != i)
         })) {
             p(
                 format!("queues[{cycle}] ({})", self.queues[cycle].id),

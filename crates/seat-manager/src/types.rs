@@ -185,7 +185,8 @@ pub enum Command {
         waited: Duration,
     },
     /// The call waits for an agent: send `182 Queued` now (and keep refreshing it while it waits,
-    /// within Timer C).
+    /// within Timer C). Sent on arrival, on entering an overflow queue, and when a failed offer
+    /// returns the call to its queue.
     Queued {
         /// The call.
         call: CallId,
