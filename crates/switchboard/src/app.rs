@@ -28,6 +28,8 @@ use sip_core::transaction::TimerConfig;
 use tracing::{debug, info, warn};
 
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
+
+mod seats;
 use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
 
@@ -62,6 +64,18 @@ pub struct Switch {
     queue_members: HashMap<String, Vec<String>>,
     /// Calls being hunted: the steps still to try.
     calls: HashMap<ServerId, Call>,
+    /// The seat manager (automatic call distribution); `None` without a seats file, when queues
+    /// simply ring their agents in order.
+    seats: Option<seat_manager::SeatManager>,
+    /// The next seat-manager call id.
+    next_call: u64,
+    /// Calls in the seat manager's hands, until answered or gone.
+    seat_calls: HashMap<seat_manager::CallId, ServerId>,
+    /// Answered seat calls by SIP Call-ID, until their BYE (the agent then goes to wrap-up).
+    established: HashMap<Box<str>, seat_manager::CallId>,
+    /// `182 Queued` refreshes: (due, call).
+    refresh: BinaryHeap<Reverse<(Instant, ServerId)>>,
+    queued_refresh: Duration,
     /// Ring and trunk-failover timers: (deadline, call, step number, is trunk).
     timers: BinaryHeap<Reverse<(Instant, ServerId, u32, bool)>>,
     ring_timeout: Duration,
@@ -89,6 +103,7 @@ impl Switch {
         loaded: &Loaded,
         plan: Arc<CompiledPlan>,
         bridge: Option<Arc<EmergencyBridge>>,
+        seats: Option<&seat_manager::SeatConfig>,
         secret: [u8; 32],
         salt: u64,
     ) -> Switch {
@@ -152,6 +167,18 @@ impl Switch {
             bridge,
             queue_members: queue_members(loaded),
             calls: HashMap::new(),
+            seats: seats.and_then(|c| match seat_manager::SeatManager::new(c) {
+                Ok(sm) => Some(sm),
+                Err(e) => {
+                    tracing::error!(%e, "seat manager config refused; queues ring their agents in order");
+                    None
+                }
+            }),
+            next_call: 1,
+            seat_calls: HashMap::new(),
+            established: HashMap::new(),
+            refresh: BinaryHeap::new(),
+            queued_refresh: Duration::from_secs(c.routing.queued_refresh_s.clamp(1, 60)),
             timers: BinaryHeap::new(),
             ring_timeout: Duration::from_secs(c.routing.ring_timeout_s),
             trunk_failover: Duration::from_millis(c.routing.trunk_failover_ms),
@@ -192,7 +219,16 @@ impl Switch {
 
     /// Restore registrations saved by an earlier run.
     pub fn restore_registrations(&mut self, now: Instant, records: Vec<BindingRecord>) -> usize {
-        self.registrar.import(now, records)
+        let users: std::collections::BTreeSet<String> =
+            records.iter().map(|r| r.aor_user.clone()).collect();
+        let n = self.registrar.import(now, records);
+        // The restored phones are online: centers that log agents in on registration do so now.
+        for u in users {
+            if self.registrar.lookup(&u, now).next().is_some() {
+                self.agent_presence(now, &u, true);
+            }
+        }
+        n
     }
 
     /// Feed one inbound message.
@@ -211,6 +247,21 @@ impl Switch {
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         self.proxy.handle_timeout(now);
         self.pump(now, out);
+        if let Some(sm) = self.seats.as_mut() {
+            if sm.poll_timeout().is_some_and(|t| t <= now) {
+                sm.handle_timeout(now);
+            }
+        }
+        self.run_seat_commands(now);
+        self.pump(now, out);
+        while let Some(Reverse((t, id))) = self.refresh.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.refresh.pop();
+            self.on_refresh(now, id);
+            self.pump(now, out);
+        }
         while let Some(Reverse((t, id, seq, trunk))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -225,6 +276,7 @@ impl Switch {
                 self.registrations_dirty = true;
                 for u in gone {
                     info!(user = %u, "registration expired");
+                    self.agent_presence(now, &u, false);
                 }
             }
         }
@@ -233,10 +285,23 @@ impl Switch {
 
     /// The next time `on_timeout` is needed.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        [self.proxy.poll_timeout(), self.registrar.next_expiry()]
-            .into_iter()
-            .flatten()
-            .min()
+        // Drop timers of calls that moved on, so a stale one does not wake the loop for nothing.
+        while let Some(Reverse((_, id, seq, _))) = self.timers.peek() {
+            if self.calls.get(id).is_some_and(|c| c.seq == *seq) {
+                break;
+            }
+            self.timers.pop();
+        }
+        [
+            self.proxy.poll_timeout(),
+            self.registrar.next_expiry(),
+            self.timers.peek().map(|Reverse((t, ..))| *t),
+            self.seats.as_ref().and_then(|sm| sm.poll_timeout()),
+            self.refresh.peek().map(|Reverse((t, _))| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Drain the proxy's outputs, answering its events, until it is quiet.
@@ -256,14 +321,29 @@ impl Switch {
                 request,
                 source,
             } => self.on_request(now, id, *request, source),
-            Event::InDialog { method, source, .. } => {
-                debug!(%method, %source.addr, "in-dialog request routed")
+            Event::InDialog {
+                method,
+                source,
+                call_id,
+            } => {
+                debug!(%method, %source.addr, "in-dialog request routed");
+                if method == Method::Bye {
+                    self.dialog_ended(now, &call_id);
+                }
             }
             Event::Cancelled { id } => {
                 debug!(?id, "caller cancelled");
+                self.caller_left(now, id);
                 self.calls.remove(&id);
             }
             Event::BranchResponse { id, status, .. } => {
+                let seat = self.calls.get(&id).is_some_and(|c| c.seat.is_some());
+                if seat {
+                    if (200..300).contains(&status) {
+                        self.offer_answered(now, id);
+                    }
+                    return;
+                }
                 // A 2xx ends the hunt; so does a 6xx (global failure), except for an emergency
                 // call, which tries every PSAP whatever they answer.
                 let emergency = self.calls.get(&id).is_some_and(|c| c.emergency.is_some());
@@ -272,10 +352,17 @@ impl Switch {
                 }
             }
             Event::Finished { id, .. } => {
+                // The caller's transaction is over: if the seat manager still holds the call (it
+                // was answered elsewhere or refused), it is gone for it too.
+                if self.calls.get(&id).is_some_and(|c| c.seat.is_some()) {
+                    self.caller_left(now, id);
+                }
                 self.calls.remove(&id);
             }
-            Event::BranchesFailed { id, .. } => {
-                if self.calls.contains_key(&id) {
+            Event::BranchesFailed { id, best_status } => {
+                if self.calls.get(&id).is_some_and(|c| c.seat.is_some()) {
+                    self.offer_failed(now, id, best_status);
+                } else if self.calls.contains_key(&id) {
                     self.next_step(now, id);
                 } else {
                     let _ = self.proxy.send_best_response(now, id);
@@ -344,8 +431,10 @@ impl Switch {
             self.registrations_dirty = true;
             if result.bindings_before == 0 && result.bindings_after > 0 {
                 info!(user = %user, source = %source.addr, "agent registered");
+                self.agent_presence(now, &user, true);
             } else if result.bindings_before > 0 && result.bindings_after == 0 {
                 info!(user = %user, "agent unregistered");
+                self.agent_presence(now, &user, false);
             }
         }
         let bytes = rsip::SipMessage::from(result.response).to_string();
@@ -456,16 +545,9 @@ impl Switch {
             targets = steps.len(),
             "EMERGENCY call: handing to PSAP"
         );
-        self.calls.insert(
-            id,
-            Call {
-                steps,
-                seq: 0,
-                tried: 0,
-                emergency: Some(service),
-                trunk_timeout: bridge.no_provisional_timeout(),
-            },
-        );
+        let mut call = Call::new(steps, &req.meta.call_id, bridge.no_provisional_timeout());
+        call.emergency = Some(service);
+        self.calls.insert(id, call);
         self.next_step(now, id);
     }
 
@@ -475,6 +557,13 @@ impl Switch {
             return;
         };
         let dialed = req.uri_user().unwrap_or("");
+        if let (Origin::Agent { user }, Some(action)) = (&origin, seats::feature_code(dialed)) {
+            if req.method() == Method::Invite {
+                let user = user.clone();
+                self.feature(now, id, &user, action);
+                return;
+            }
+        }
         let caller = caller_number(req);
         let trunk_prefecture = match &origin {
             Origin::Trunk { name } => self
@@ -519,10 +608,27 @@ impl Switch {
                 department_queue,
                 fallback,
                 line,
-                ..
+                overflow,
             } => {
-                let mut steps = self.agents_of(department_queue.as_str());
-                steps.extend(self.queue_steps(&plan, &fallback));
+                let steps = if self.seats.is_some() {
+                    // The department's seats first; the seat manager moves the call to 12345 after
+                    // the line's overflow time, or at once without a seat logged in.
+                    let after = match overflow {
+                        dialplan::Overflow::AfterSeconds(n) => Some(Duration::from_secs(n.into())),
+                        dialplan::Overflow::WhenNoSeat => None,
+                    };
+                    let mut entry = queue_entry(
+                        &plan,
+                        &fallback,
+                        Some((fallback.queue.as_str().to_owned(), after)),
+                    );
+                    entry.queue = department_queue.as_str().to_owned();
+                    vec![Step::Queue(entry)]
+                } else {
+                    let mut steps = self.agents_of(department_queue.as_str());
+                    steps.extend(self.queue_steps(&plan, &fallback));
+                    steps
+                };
                 (
                     steps,
                     format!(
@@ -577,13 +683,7 @@ impl Switch {
         info!(dialed = %Redacted(dialed), caller = %Redacted(&caller), ?origin, route = %what, "routing call");
         self.calls.insert(
             id,
-            Call {
-                steps: steps.into(),
-                seq: 0,
-                tried: 0,
-                emergency: None,
-                trunk_timeout: self.trunk_failover,
-            },
+            Call::new(steps.into(), &req.meta.call_id, self.trunk_failover),
         );
         self.next_step(now, id);
     }
@@ -598,6 +698,10 @@ impl Switch {
 
     /// A 12345 queue: its agents, then the provincial center's (overflow).
     fn queue_steps(&self, plan: &CompiledPlan, q: &QueueRoute<'_>) -> Vec<Step> {
+        if self.seats.is_some() {
+            // The seat manager owns the queue, its overflow and its rosters.
+            return vec![Step::Queue(queue_entry(plan, q, None))];
+        }
         let mut steps = self.agents_of(q.queue.as_str());
         let province = dialplan::PrefectureId::PROVINCE;
         if plan.center(q.center).queue != plan.center(province).queue {
@@ -664,9 +768,17 @@ impl Switch {
                 return;
             };
             let call_trunk_timeout = call.trunk_timeout;
+            if let Step::Queue(entry) = &step {
+                call.seq += 1;
+                call.tried += 1;
+                let entry = entry.clone();
+                self.enter_queue(now, id, &entry);
+                return;
+            }
             let (targets, timeout) = match &step {
                 Step::Agent(user) => (self.contacts_of(user, now), self.ring_timeout),
                 Step::Trunk(t) => (vec![t.clone()], call_trunk_timeout),
+                Step::Queue(_) => continue,
             };
             if targets.is_empty() {
                 continue; // not registered: next
@@ -802,6 +914,8 @@ enum Step {
     Agent(String),
     /// Try this trunk target (a sub-center).
     Trunk(Target),
+    /// Hand the call to the seat manager's queue (the last step: it decides from there).
+    Queue(QueueEntry),
 }
 
 /// A call the switchboard is still placing.
@@ -816,6 +930,63 @@ struct Call {
     emergency: Option<EmergencyService>,
     /// How long a trunk step may stay silent before the next one.
     trunk_timeout: Duration,
+    /// The SIP Call-ID, to follow the dialog once answered.
+    sip_call_id: Box<str>,
+    /// The seat manager's id for the call while it holds it.
+    seat: Option<seat_manager::CallId>,
+    /// The agent being offered the call now.
+    offered: Option<Arc<str>>,
+    /// The seat manager withdrew the offer itself (ring timeout): its failure is not news to it.
+    offer_withdrawn: bool,
+    /// Waiting in a queue: `182 Queued` is refreshed.
+    queued: bool,
+    /// Its last known place in the queue.
+    position: u32,
+}
+
+impl Call {
+    fn new(steps: VecDeque<Step>, sip_call_id: &str, trunk_timeout: Duration) -> Call {
+        Call {
+            steps,
+            seq: 0,
+            tried: 0,
+            emergency: None,
+            trunk_timeout,
+            sip_call_id: sip_call_id.into(),
+            seat: None,
+            offered: None,
+            offer_withdrawn: false,
+            queued: false,
+            position: 0,
+        }
+    }
+}
+
+/// A call handed to a seat-manager queue.
+#[derive(Debug, Clone)]
+struct QueueEntry {
+    queue: String,
+    priority: u8,
+    skill: Option<String>,
+    /// The caller's prefecture id (a bounded label, for the queue log).
+    prefecture: String,
+    /// A dual line's 12345 queue, and when to move there (None: only without department seats).
+    fallback: Option<(String, Option<Duration>)>,
+}
+
+/// A seat-manager queue entry from the dialplan's queue route.
+fn queue_entry(
+    plan: &CompiledPlan,
+    q: &QueueRoute<'_>,
+    fallback: Option<(String, Option<Duration>)>,
+) -> QueueEntry {
+    QueueEntry {
+        queue: q.queue.as_str().to_owned(),
+        priority: q.priority,
+        skill: q.skill.map(|s| s.as_str().to_owned()),
+        prefecture: plan.center(q.prefecture).id.to_string(),
+        fallback,
+    }
 }
 
 fn describe_queue(q: &QueueRoute<'_>) -> String {

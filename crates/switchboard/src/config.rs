@@ -164,6 +164,14 @@ pub struct RoutingConfig {
     /// the next target is tried.
     #[serde(default = "default_trunk_failover_ms")]
     pub trunk_failover_ms: u64,
+    /// The seat manager's file (agents' roles, queues, strategies, rosters), relative to this file.
+    /// Without it, a queue simply rings its agents (`[[agents]] queues`) one after another.
+    #[serde(default)]
+    pub seats_file: Option<PathBuf>,
+    /// How often `182 Queued` is re-sent to a waiting caller, so that neither Timer C nor an
+    /// upstream proxy gives up (RFC 3261 §16.8). At most 60 s; shorten it only for tests.
+    #[serde(default = "default_queued_refresh_s")]
+    pub queued_refresh_s: u64,
 }
 
 impl Default for RoutingConfig {
@@ -172,6 +180,8 @@ impl Default for RoutingConfig {
             dialplans_dir: default_dialplans_dir(),
             ring_timeout_s: default_ring_timeout_s(),
             trunk_failover_ms: default_trunk_failover_ms(),
+            seats_file: None,
+            queued_refresh_s: default_queued_refresh_s(),
         }
     }
 }
@@ -184,6 +194,9 @@ fn default_ring_timeout_s() -> u64 {
 }
 fn default_trunk_failover_ms() -> u64 {
     2000
+}
+fn default_queued_refresh_s() -> u64 {
+    60
 }
 
 /// Logging.

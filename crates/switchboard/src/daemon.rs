@@ -105,9 +105,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         &loaded,
         setup.plan.clone(),
         setup.bridge.clone(),
+        setup.seats.as_ref(),
         secret,
         rand::random(),
     );
+    sw.on_wall_clock(clock.now(), unix_now());
     if setup.bridge.is_none() {
         error!("ALARM: no [emergency] section: emergency calls will be refused with 503");
     }
@@ -186,6 +188,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let mut next_persist = tokio::time::Instant::now();
     let sender = Sender { udp, tcp };
 
+    // The rosters follow the wall clock; a tick every 30 s is ample for shifts in whole minutes.
+    let mut wall_tick = tokio::time::interval(Duration::from_secs(30));
+    wall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!("switchboard running");
     loop {
         let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
@@ -225,6 +230,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 info!("SIGINT: exiting now");
                 break;
             }
+            _ = wall_tick.tick() => {
+                sw.on_wall_clock(clock.now(), unix_now());
+            }
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading config and dialplans");
                 reload_requests.notify_one();
@@ -235,6 +243,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                         warn!("reload: listener changes need a restart; the listeners stay as they are");
                     }
                     sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
+                    if new.seats.is_some() {
+                        info!("reload: the seat manager keeps its running queues, agents and rosters (restart to change them)");
+                    }
                     metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "ok").increment(1);
                     info!(plan = %new.plan.name(), lines = new.plan.lines().len(), "reload: new config and dialplan in service");
                 }
@@ -295,6 +306,13 @@ async fn reloader(
             return;
         }
     }
+}
+
+/// Seconds since the Unix epoch, for the rosters (the only wall-clock reading the core gets).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn export_text(reg: &Registrar, now: Instant) -> String {

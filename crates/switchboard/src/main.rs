@@ -30,6 +30,11 @@ enum Cmd {
         #[arg(short, long, default_value = "deploy/switchboard.toml")]
         config: PathBuf,
     },
+    /// Rosters: prove that every hour of the week has a staffed path for every queue.
+    Roster {
+        #[command(subcommand)]
+        cmd: RosterCmd,
+    },
     /// Print the HA1 hashes for an agent's password, for the [[agents]] table.
     Ha1 {
         #[arg(long)]
@@ -39,6 +44,16 @@ enum Cmd {
         /// Read from the SWITCHBOARD_PASSWORD environment variable when absent.
         #[arg(long)]
         password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RosterCmd {
+    /// Print every gap (an hour of the week when a queue has no staffed center) and exit non-zero
+    /// if there is one.
+    Check {
+        #[arg(short, long, default_value = "deploy/switchboard.toml")]
+        config: PathBuf,
     },
 }
 
@@ -58,6 +73,39 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Roster {
+            cmd: RosterCmd::Check { config },
+        } => match switchboard::setup::load(&config) {
+            Ok(s) => match &s.seats {
+                None => {
+                    eprintln!(
+                        "{}: no [routing] seats_file: nothing to check",
+                        config.display()
+                    );
+                    ExitCode::FAILURE
+                }
+                Some(seats) => {
+                    let gaps = seat_manager::roster_check(seats);
+                    for g in &gaps {
+                        println!("{g}");
+                    }
+                    if gaps.is_empty() {
+                        println!(
+                            "{}: every queue has a staffed path every hour of the week",
+                            config.display()
+                        );
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("{} gap(s)", gaps.len());
+                        ExitCode::FAILURE
+                    }
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
@@ -120,7 +168,9 @@ fn init_logging(c: &config::LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&c.level));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files and journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match c.format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),

@@ -18,6 +18,9 @@ pub struct Setup {
     /// The emergency bridge, compiled against this plan (its prefecture ids belong to the plan, so
     /// the two are always swapped together). `None` when the config has no `[emergency]` section.
     pub bridge: Option<Arc<EmergencyBridge>>,
+    /// The seat manager's config, checked against the plan and the agents; `None` without
+    /// `routing.seats_file`.
+    pub seats: Option<seat_manager::SeatConfig>,
 }
 
 /// Every problem found, one `file:line:col: message` per line.
@@ -70,11 +73,61 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
         },
         None => None,
     };
+    let seats = match &loaded.config.routing.seats_file {
+        Some(f) => {
+            let file = loaded.resolve(f);
+            match std::fs::read_to_string(&file) {
+                Err(e) => {
+                    problems.push(format!(
+                        "{}:1:1: cannot read the seats file: {e}",
+                        file.display()
+                    ));
+                    None
+                }
+                Ok(seat_text) => match seat_manager::SeatConfig::from_toml_str(&seat_text) {
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", file.display()));
+                        None
+                    }
+                    Ok(sc) => {
+                        let users: std::collections::HashSet<&str> = loaded
+                            .config
+                            .agents
+                            .iter()
+                            .map(|a| a.user.get_ref().as_str())
+                            .collect();
+                        for q in &sc.queues {
+                            if !known.contains(q.id.as_str()) {
+                                problems.push(format!(
+                                    "{}: queue `{}` is not a queue of the dialplan",
+                                    file.display(),
+                                    q.id
+                                ));
+                            }
+                        }
+                        for a in &sc.agents {
+                            if !users.contains(a.id.as_str()) {
+                                problems.push(format!(
+                                    "{}: agent `{}` has no [[agents]] account in {}",
+                                    file.display(),
+                                    a.id,
+                                    path.display()
+                                ));
+                            }
+                        }
+                        Some(sc)
+                    }
+                },
+            }
+        }
+        None => None,
+    };
     if problems.is_empty() {
         Ok(Setup {
             loaded,
             plan: Arc::new(plan),
             bridge,
+            seats,
         })
     } else {
         Err(SetupErrors(problems))

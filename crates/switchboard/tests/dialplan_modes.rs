@@ -156,7 +156,8 @@ fn reload_during_50_calls_drops_none_and_the_next_call_follows_the_new_plan() {
     let province = free_port("127.0.0.47");
     register(&d, "8009", "127.0.0.47", province, "u1");
     let agent = phone("8001", "127.0.0.45", xining, 50);
-    // 50 calls to 12331 (merge → Xining, the trunk's prefecture), 3 s each, at 25 calls/s.
+    // 50 calls in progress, 3 s each, at 25 calls/s. They dial agent 8001's own number: the seat
+    // manager offers one call at a time to an agent, and a test phone can hold 50.
     let tp = free_port("127.0.0.2").to_string();
     let target = d.target();
     let scn = scenario("uac.xml");
@@ -167,7 +168,7 @@ fn reload_during_50_calls_drops_none_and_the_next_call_follows_the_new_plan() {
             "-sf",
             &scn,
             "-s",
-            "12331",
+            "8001",
             "-i",
             "127.0.0.2",
             "-p",

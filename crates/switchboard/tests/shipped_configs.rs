@@ -8,7 +8,10 @@ fn every_shipped_config_and_its_dialplans_load() {
     let mut n = 0;
     for e in std::fs::read_dir(&deploy).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "toml") {
+        // Daemon configs (they have a [sip] table); seats files are loaded through them.
+        let is_config =
+            std::fs::read_to_string(&p).is_ok_and(|t| t.lines().any(|l| l.trim() == "[sip]"));
+        if p.extension().is_some_and(|x| x == "toml") && is_config {
             let setup =
                 switchboard::setup::load(&p).unwrap_or_else(|e| panic!("{}:\n{e}", p.display()));
             assert!(
@@ -70,4 +73,48 @@ fn a_bad_agent_queue_is_reported_with_its_position() {
         err.contains(&format!("bad.toml:{line}:")) && err.contains("12345-atlantis"),
         "{err}"
     );
+}
+
+#[test]
+fn roster_check_passes_the_demo_and_prints_the_gaps_of_a_broken_roster() {
+    let bin = env!("CARGO_BIN_EXE_switchboard");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml");
+    let ok = std::process::Command::new(bin)
+        .args(["roster", "check", "-c"])
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    // Xining staffed only 08:00-20:00 and covered by nobody: every night is a gap.
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = std::fs::read_to_string(&shipped).unwrap().replace(
+        "dialplans_dir = \"../dialplans\"",
+        &format!("dialplans_dir = {:?}", root.join("dialplans")),
+    );
+    std::fs::write(dir.path().join("switchboard.toml"), cfg).unwrap();
+    let seats = std::fs::read_to_string(root.join("deploy/seats.toml")).unwrap();
+    let xining = seats.find("id = \"xining\"").unwrap();
+    let (head, tail) = seats.split_at(xining);
+    let tail = tail
+        .replacen("covered_by = \"province\"\n", "", 1)
+        .replacen(
+            "start = \"00:00\", end = \"24:00\"",
+            "start = \"08:00\", end = \"20:00\"",
+            1,
+        );
+    std::fs::write(dir.path().join("seats.toml"), format!("{head}{tail}")).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["roster", "check", "-c"])
+        .arg(dir.path().join("switchboard.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("xining") && text.contains("gap"), "{text}");
 }

@@ -55,6 +55,8 @@ pub struct Settings {
     pub ipv6: bool,
     /// Text replacements applied to the config after the others.
     pub config_edits: Vec<(String, String)>,
+    /// Text replacements applied to the shipped seats file (deploy/seats.toml).
+    pub seat_edits: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             plan_edits: Vec::new(),
             ipv6: false,
             config_edits: Vec::new(),
+            seat_edits: Vec::new(),
         }
     }
 }
@@ -104,6 +107,14 @@ impl Daemon {
         let config = dir.path().join("switchboard.toml");
         std::fs::write(&config, config_text(port, &s)).unwrap();
         copy_dialplans(dir.path(), &s.plan_edits);
+        let mut seats = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/seats.toml"),
+        )
+        .expect("deploy/seats.toml");
+        for (a, b) in &s.seat_edits {
+            seats = seats.replace(a.as_str(), b.as_str());
+        }
+        std::fs::write(dir.path().join("seats.toml"), seats).unwrap();
         Self::start_in(dir, config, port)
     }
 

@@ -1,0 +1,172 @@
+//! The seat manager on the wire (deploy/seats.toml with shortened timers), against SIPp agents.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+fn phone(user: &str, ip: &str, port: u16, scn: &str, calls: u32) -> Sipp {
+    let p = port.to_string();
+    let n = calls.to_string();
+    sipp(
+        &format!("phone {user}"),
+        &[
+            "-sf",
+            &scenario(scn),
+            "-s",
+            user,
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            &n,
+        ],
+    )
+}
+
+fn caller(d: &Daemon, dialed: &str, scn: &str) -> Sipp {
+    let tp = free_port("127.0.0.2").to_string();
+    sipp(
+        &format!("caller {dialed}"),
+        &[
+            &d.target(),
+            "-sf",
+            &scenario(scn),
+            "-s",
+            dialed,
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+}
+
+fn wait_for_log(d: &Daemon, needle: &str) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < end {
+        if d.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn no_answer_moves_the_call_to_the_next_agent_and_the_missed_agent_goes_on_break() {
+    // Ring 2 s; one missed call puts an agent on break.
+    let d = Daemon::start_with(Settings {
+        seat_edits: vec![
+            ("ring_timeout_s = 20".into(), "ring_timeout_s = 2".into()),
+            ("max_no_answer = 3".into(), "max_no_answer = 1".into()),
+        ],
+        ..Settings::default()
+    });
+    // No Xining agent is logged in, so a Xining call goes to the province at once. 8009 registers
+    // first, so it has been idle longest and is offered first; its phone rings and never answers.
+    let p9 = free_port("127.0.0.61");
+    register(&d, "8009", "127.0.0.61", p9, "u1");
+    std::thread::sleep(Duration::from_millis(50));
+    let p10 = free_port("127.0.0.62");
+    register(&d, "8010", "127.0.0.62", p10, "u1");
+    let ringing = phone("8009", "127.0.0.61", p9, "uas_cancel.xml", 1);
+    let answering = phone("8010", "127.0.0.62", p10, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, diag) = caller(&d, "12345", "uac.xml").finish(LIMIT);
+    let (r_ok, r_diag) = ringing.finish(LIMIT);
+    let (a_ok, a_diag) = answering.finish(LIMIT);
+    assert!(
+        ok && r_ok && a_ok,
+        "{diag}\n{r_diag}\n{a_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    assert!(
+        r_diag.contains("CANCEL sip:8009@"),
+        "8009 was not cancelled:\n{r_diag}"
+    );
+    assert!(a_diag.contains("INVITE sip:8010@"), "{a_diag}");
+    let log = d.log();
+    assert!(
+        log.contains("agent=8009") && log.contains("to=Break"),
+        "8009 did not go on break:\n{log}"
+    );
+}
+
+#[test]
+fn a_busy_agent_keeps_the_call_waiting_until_it_overflows_to_the_province() {
+    // Xining overflows to the province after 2 s. Xining's only agent is busy (486).
+    let d = Daemon::start_with(Settings {
+        seat_edits: vec![(
+            "overflow_after_s = 60".into(),
+            "overflow_after_s = 2".into(),
+        )],
+        ..Settings::default()
+    });
+    let p1 = free_port("127.0.0.63");
+    register(&d, "8001", "127.0.0.63", p1, "u1");
+    let p11 = free_port("127.0.0.64");
+    register(&d, "8011", "127.0.0.64", p11, "u1");
+    let busy = phone("8001", "127.0.0.63", p1, "uas_busy.xml", 1);
+    let province = phone("8011", "127.0.0.64", p11, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, diag) = caller(&d, "12345", "uac.xml").finish(LIMIT);
+    let (p_ok, p_diag) = province.finish(LIMIT);
+    drop(busy);
+    assert!(ok && p_ok, "{diag}\n{p_diag}\n--- daemon\n{}", d.log());
+    assert!(p_diag.contains("INVITE sip:8011@"), "{p_diag}");
+    assert!(
+        d.log().contains("from=12345-xining to=12345-province"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_caller_who_hangs_up_in_the_queue_is_counted_as_abandoned() {
+    let d = Daemon::start();
+    // Nobody is logged in: the call waits (182 Queued) and the alarm fires; then the caller leaves.
+    let (ok, diag) = caller(&d, "12345", "uac_abandon.xml").finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    assert!(diag.contains("SIP/2.0 182 Queued"), "{diag}");
+    assert!(diag.contains("SIP/2.0 487"), "{diag}");
+    let log = d.log();
+    assert!(
+        log.contains("ALARM: a call arrived and no agent is logged in"),
+        "{log}"
+    );
+    assert!(wait_for_log(&d, "caller abandoned"), "{}", d.log());
+}
+
+#[test]
+fn queued_is_refreshed_while_waiting_and_the_first_agent_to_log_in_takes_the_call() {
+    // A 4-minute wait with 60 s refreshes, shortened: 182 every second for about 4 seconds.
+    let d = Daemon::start_with(Settings {
+        config_edits: vec![(
+            "queued_refresh_s = 60".into(),
+            "queued_refresh_s = 1".into(),
+        )],
+        ..Settings::default()
+    });
+    let waiting = caller(&d, "12345", "uac.xml");
+    std::thread::sleep(Duration::from_millis(4300));
+    // An agent's phone registers (the center logs agents in on registration) and answers.
+    let p12 = free_port("127.0.0.65");
+    register(&d, "8012", "127.0.0.65", p12, "u1");
+    // The offer may reach the port before SIPp listens; the INVITE is retransmitted (Timer A).
+    let agent = phone("8012", "127.0.0.65", p12, "uas.xml", 1);
+    let (ok, diag) = waiting.finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    assert!(ok && a_ok, "{diag}\n{a_diag}\n--- daemon\n{}", d.log());
+    let refreshes = diag.matches("SIP/2.0 182 Queued").count();
+    assert!(
+        refreshes >= 4,
+        "only {refreshes} 182s in a 4 s wait:\n{diag}"
+    );
+}
