@@ -170,3 +170,70 @@ fn queued_is_refreshed_while_waiting_and_the_first_agent_to_log_in_takes_the_cal
         "only {refreshes} 182s in a 4 s wait:\n{diag}"
     );
 }
+
+/// Dial a feature code from agent `user`'s phone at ip:port; returns SIPp's trace.
+fn feature(d: &Daemon, user: &str, ip: &str, port: u16, code: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let inf = dir.path().join("agent.csv");
+    std::fs::write(&inf, format!("SEQUENTIAL\n{user};\n")).unwrap();
+    let p = port.to_string();
+    let pw = format!("demo-{user}");
+    // SIPp puts remote_ip:remote_port in the digest uri unless told; the digest must name the
+    // Request-URI.
+    let auth_uri = format!("{code}@{}", d.target());
+    let (ok, diag) = sipp(
+        &format!("feature {code}"),
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac_feature.xml"),
+            "-s",
+            code,
+            "-inf",
+            inf.to_str().unwrap(),
+            "-au",
+            user,
+            "-ap",
+            &pw,
+            "-auth_uri",
+            &auth_uri,
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    diag
+}
+
+#[test]
+fn feature_codes_take_an_agent_on_break_and_back() {
+    let d = Daemon::start();
+    let ip = "127.0.0.66";
+    let port = free_port(ip);
+    register(&d, "8009", ip, port, "u1");
+    let on_break = feature(&d, "8009", ip, port, "*14");
+    assert!(
+        on_break.contains("SIP/2.0 603 Decline (8009 now break"),
+        "{on_break}"
+    );
+    // On break, a call waits (the province is the end of the chain; the alarm does not fire,
+    // since an agent is logged in).
+    let waiting = caller(&d, "12345", "uac.xml");
+    std::thread::sleep(Duration::from_millis(500));
+    let ready = feature(&d, "8009", ip, port, "*13");
+    // Ready again: the waiting call is offered at once, so the phone is already ringing.
+    assert!(
+        ready.contains("SIP/2.0 603 Decline (8009 now ringing)"),
+        "{ready}"
+    );
+    // Back and ready: the waiting call is offered to 8009 at once.
+    let agent = phone("8009", ip, port, "uas.xml", 1);
+    let (ok, diag) = waiting.finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    assert!(ok && a_ok, "{diag}\n{a_diag}\n--- daemon\n{}", d.log());
+}

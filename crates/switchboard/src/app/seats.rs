@@ -65,6 +65,13 @@ impl Switch {
 
     /// Carry out everything the seat manager asked for.
     pub(super) fn run_seat_commands(&mut self, now: Instant) {
+        // The queue log (Asterisk's queue_log, FreeSWITCH's call-center events): one line per
+        // event under the `queue_log` target, which the log config can send to its own file.
+        if let Some(sm) = self.seats.as_mut() {
+            for e in sm.drain_log() {
+                info!(target: "queue_log", queue = ?e.queue, call = ?e.call, agent = ?e.agent, event = ?e.event);
+            }
+        }
         loop {
             let Some(cmd) = self.seats.as_mut().and_then(|sm| sm.poll_command()) else {
                 return;
@@ -299,7 +306,7 @@ impl Switch {
         match sm.handle_agent_action(now, agent, action) {
             Ok(state) => {
                 info!(%agent, ?action, ?state, "feature code");
-                let reason = format!("Decline ({agent} now {state:?})");
+                let reason = format!("Decline ({agent} now {})", state.as_str());
                 self.reply(now, id, 603, &reason, &[]);
             }
             Err(e) => {
