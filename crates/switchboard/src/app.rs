@@ -28,6 +28,7 @@ use sip_core::transaction::TimerConfig;
 use tracing::{debug, info, warn};
 
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
+use crate::metrics as m;
 
 mod seats;
 use crate::ratelimit::LogLimiter;
@@ -346,12 +347,17 @@ impl Switch {
                 }
                 // A 2xx ends the hunt; so does a 6xx (global failure), except for an emergency
                 // call, which tries every PSAP whatever they answer.
-                let emergency = self.calls.get(&id).is_some_and(|c| c.emergency.is_some());
+                let emergency = self.calls.get(&id).and_then(|c| c.emergency);
+                if let (Some(service), true) = (emergency, (200..300).contains(&status)) {
+                    metrics::counter!(m::EMERGENCY_CALLS, "service" => service.to_string(), "result" => "connected").increment(1);
+                }
+                let emergency = emergency.is_some();
                 if (200..300).contains(&status) || (status >= 600 && !emergency) {
                     self.calls.remove(&id);
                 }
             }
-            Event::Finished { id, .. } => {
+            Event::Finished { id, status } => {
+                metrics::counter!(m::SIP_RESPONSES, "class" => status_class(status)).increment(1);
                 // The caller's transaction is over: if the seat manager still holds the call (it
                 // was answered elsewhere or refused), it is gone for it too.
                 if self.calls.get(&id).is_some_and(|c| c.seat.is_some()) {
@@ -372,6 +378,7 @@ impl Switch {
     }
 
     fn on_request(&mut self, now: Instant, id: ServerId, req: Request, source: Peer) {
+        metrics::counter!(m::SIP_REQUESTS, "method" => req.method().to_string()).increment(1);
         // The emergency bridge looks first: before digest, dialplan, queues and draining.
         if req.method() == Method::Invite && req.meta.to_tag.is_none() {
             if let Some(service) = emergency_bridge::classify(req.uri(), req.uri_user(), &self.plan)
@@ -602,6 +609,17 @@ impl Switch {
             );
             return;
         }
+        let mode = match &decision {
+            Decision::Queue(q) => q.line.map_or("hotline", |l| match l.mode() {
+                dialplan::Mode::Merge => "merge",
+                dialplan::Mode::Dual => "dual",
+                dialplan::Mode::Subcenter => "subcenter",
+            }),
+            Decision::Dual { .. } => "dual",
+            Decision::Subcenter { .. } => "subcenter",
+            Decision::Emergency { .. } => "emergency",
+            Decision::NotFound { .. } => "agent",
+        };
         let (steps, what) = match decision {
             Decision::Queue(q) => (self.queue_steps(&plan, &q), describe_queue(&q)),
             Decision::Dual {
@@ -681,6 +699,7 @@ impl Switch {
             }
         };
         info!(dialed = %Redacted(dialed), caller = %Redacted(&caller), ?origin, route = %what, "routing call");
+        metrics::counter!(m::CALLS, "mode" => mode).increment(1);
         self.calls.insert(
             id,
             Call::new(steps.into(), &req.meta.call_id, self.trunk_failover),
@@ -753,6 +772,7 @@ impl Switch {
                 if let Some(service) = emergency {
                     // Never silence: a clear 503, and an alarm.
                     tracing::error!(%service, ?id, "ALARM: emergency call failed: no PSAP target answered");
+                    metrics::counter!(m::EMERGENCY_CALLS, "service" => service.to_string(), "result" => "failed").increment(1);
                     self.reply(now, id, 503, "Service Unavailable (no PSAP answered)", &[]);
                 } else if tried == 0 {
                     self.reply(
@@ -768,6 +788,10 @@ impl Switch {
                 return;
             };
             let call_trunk_timeout = call.trunk_timeout;
+            if let (Some(service), true) = (call.emergency, call.tried > 0) {
+                metrics::counter!(m::EMERGENCY_FAILOVERS, "service" => service.to_string())
+                    .increment(1);
+            }
             if let Step::Queue(entry) = &step {
                 call.seq += 1;
                 call.tried += 1;
@@ -972,6 +996,54 @@ struct QueueEntry {
     prefecture: String,
     /// A dual line's 12345 queue, and when to move there (None: only without department seats).
     fallback: Option<(String, Option<Duration>)>,
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "6xx",
+    }
+}
+
+impl Switch {
+    /// Sample the gauges and the seat manager's KPIs into metrics (called about once a second).
+    pub fn publish_metrics(&self, now: Instant) {
+        let (servers, clients) = self.proxy.transaction_count();
+        metrics::gauge!(m::TRANSACTIONS, "kind" => "server").set(servers as f64);
+        metrics::gauge!(m::TRANSACTIONS, "kind" => "client").set(clients as f64);
+        metrics::gauge!(m::REGISTRATIONS).set(self.registrar.binding_count() as f64);
+        let Some(sm) = self.seats.as_ref() else {
+            return;
+        };
+        for k in sm.kpis(now) {
+            let q = k.queue.to_string();
+            metrics::counter!(m::QUEUE_OFFERED, "queue" => q.clone()).absolute(k.offered);
+            metrics::counter!(m::QUEUE_ANSWERED, "queue" => q.clone()).absolute(k.answered);
+            metrics::counter!(m::QUEUE_ANSWERED_IN_SL, "queue" => q.clone())
+                .absolute(k.answered_within_sl);
+            metrics::counter!(m::QUEUE_ABANDONED, "queue" => q.clone()).absolute(k.abandoned);
+            metrics::counter!(m::QUEUE_ABANDONED_SHORT, "queue" => q.clone())
+                .absolute(k.abandoned_short);
+            metrics::gauge!(m::QUEUE_WAITING, "queue" => q.clone()).set(f64::from(k.waiting_now));
+            metrics::gauge!(m::QUEUE_LONGEST_WAIT, "queue" => q.clone())
+                .set(k.longest_wait_now.map_or(0.0, |d| d.as_secs_f64()));
+            let a = &k.agents;
+            for (state, n) in [
+                ("logged_out", a.logged_out),
+                ("available", a.available),
+                ("ringing", a.ringing),
+                ("on_call", a.on_call),
+                ("wrap_up", a.wrap_up),
+                ("break", a.on_break),
+            ] {
+                metrics::gauge!(m::AGENTS, "queue" => q.clone(), "state" => state)
+                    .set(f64::from(n));
+            }
+        }
+    }
 }
 
 /// A seat-manager queue entry from the dialplan's queue route.

@@ -28,6 +28,9 @@ pub struct Config {
     /// Where calls go: the dialplans and the hunting timers.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// The HTTP listener for Prometheus metrics (`/metrics`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The emergency bridge: the PSAPs per prefecture and service (110/119/120/122). Without it,
     /// emergency calls are refused with 503 and an alarm: configure it.
     #[serde(default)]
@@ -148,6 +151,34 @@ pub enum AlgorithmName {
     Md5,
     #[serde(rename = "SHA-256")]
     Sha256,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` listener; loopback by default. Absent listener: `enabled = false`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// Whether to serve metrics at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+            enabled: true,
+        }
+    }
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8060))
+}
+fn default_true() -> bool {
+    true
 }
 
 /// Routing settings.

@@ -188,6 +188,13 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let mut next_persist = tokio::time::Instant::now();
     let sender = Sender { udp, tcp };
 
+    if c.metrics.enabled {
+        crate::metrics::install(c.metrics.listen)
+            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
+        info!(addr = %c.metrics.listen, "metrics on http://{}/metrics", c.metrics.listen);
+    }
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The rosters follow the wall clock; a tick every 30 s is ample for shifts in whole minutes.
     let mut wall_tick = tokio::time::interval(Duration::from_secs(30));
     wall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -229,6 +236,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             _ = sigint.recv() => {
                 info!("SIGINT: exiting now");
                 break;
+            }
+            _ = stats_tick.tick() => {
+                sw.publish_metrics(clock.now());
             }
             _ = wall_tick.tick() => {
                 sw.on_wall_clock(clock.now(), unix_now());

@@ -1,4 +1,86 @@
-//! Metric names, in one place. Labels come only from bounded sets (never a Call-ID or a number).
+//! Metric names, in one place, and the Prometheus exporter. Labels come only from bounded sets
+//! (method, status class, queue id, mode, service, result): never a Call-ID or a phone number.
+
+use std::net::SocketAddr;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Reloads of config and dialplans, labelled `result` = `ok` | `error`.
 pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+/// New requests that reached the policy, by `method`.
+pub const SIP_REQUESTS: &str = "switchboard_sip_requests_total";
+/// Final responses sent upstream for those requests, by status `class` (2xx … 6xx).
+pub const SIP_RESPONSES: &str = "switchboard_sip_responses_total";
+/// Live transactions, by `kind` = `server` | `client`.
+pub const TRANSACTIONS: &str = "switchboard_transactions";
+/// Registered contacts.
+pub const REGISTRATIONS: &str = "switchboard_registrations";
+/// Calls routed, by dialplan `mode` (merge, dual, subcenter, hotline, agent, emergency).
+pub const CALLS: &str = "switchboard_calls_total";
+/// Per queue (`queue`): calls offered to the queue.
+pub const QUEUE_OFFERED: &str = "switchboard_queue_offered_total";
+/// Per queue: calls answered by an agent.
+pub const QUEUE_ANSWERED: &str = "switchboard_queue_answered_total";
+/// Per queue: calls answered within 15 s (GB/T 33358 service level).
+pub const QUEUE_ANSWERED_IN_SL: &str = "switchboard_queue_answered_within_15s_total";
+/// Per queue: callers who hung up while waiting.
+pub const QUEUE_ABANDONED: &str = "switchboard_queue_abandoned_total";
+/// Per queue: callers who hung up within 5 s (counted apart: often misdials).
+pub const QUEUE_ABANDONED_SHORT: &str = "switchboard_queue_abandoned_short_total";
+/// Per queue: callers waiting now.
+pub const QUEUE_WAITING: &str = "switchboard_queue_waiting";
+/// Per queue: the caller waiting longest right now, in seconds.
+pub const QUEUE_LONGEST_WAIT: &str = "switchboard_queue_longest_wait_seconds";
+/// Per queue: how long callers waited before an agent answered or they left.
+pub const QUEUE_WAIT: &str = "switchboard_queue_wait_seconds";
+/// Per queue and `state`: agents serving the queue.
+pub const AGENTS: &str = "switchboard_agents";
+/// Emergency calls, by `service` and `result` = `connected` | `failed`.
+pub const EMERGENCY_CALLS: &str = "switchboard_emergency_calls_total";
+/// Emergency targets skipped for the next one, by `service`.
+pub const EMERGENCY_FAILOVERS: &str = "switchboard_emergency_failovers_total";
+/// Calls that arrived with no agent logged in anywhere along their overflow chain.
+pub const NO_AGENT_ALARMS: &str = "switchboard_no_agent_alarms_total";
+/// Build information (`version`), always 1.
+pub const BUILD_INFO: &str = "switchboard_build_info";
+
+/// Start the Prometheus exporter on `addr` (`/metrics`) and describe every metric.
+pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(QUEUE_WAIT.to_owned()),
+            &[1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0],
+        )?
+        .install()?;
+    describe_counter!(CONFIG_RELOADS, "Reloads of config and dialplans, by result");
+    describe_counter!(SIP_REQUESTS, "New SIP requests handled, by method");
+    describe_counter!(
+        SIP_RESPONSES,
+        "Final responses sent upstream, by status class"
+    );
+    describe_gauge!(TRANSACTIONS, "Live SIP transactions, by kind");
+    describe_gauge!(REGISTRATIONS, "Registered contacts");
+    describe_counter!(CALLS, "Calls routed, by dialplan mode");
+    describe_counter!(QUEUE_OFFERED, "Calls offered to the queue");
+    describe_counter!(QUEUE_ANSWERED, "Calls answered by an agent");
+    describe_counter!(QUEUE_ANSWERED_IN_SL, "Calls answered within 15 s");
+    describe_counter!(QUEUE_ABANDONED, "Callers who hung up while waiting");
+    describe_counter!(QUEUE_ABANDONED_SHORT, "Callers who hung up within 5 s");
+    describe_gauge!(QUEUE_WAITING, "Callers waiting now");
+    describe_gauge!(QUEUE_LONGEST_WAIT, Unit::Seconds, "Longest current wait");
+    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Wait before answer or abandon");
+    describe_gauge!(AGENTS, "Agents serving the queue, by state");
+    describe_counter!(EMERGENCY_CALLS, "Emergency calls, by service and result");
+    describe_counter!(
+        EMERGENCY_FAILOVERS,
+        "Emergency targets skipped for the next"
+    );
+    describe_counter!(
+        NO_AGENT_ALARMS,
+        "Calls with no agent logged in along their chain"
+    );
+    describe_gauge!(BUILD_INFO, "Build information");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(())
+}

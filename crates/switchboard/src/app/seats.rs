@@ -100,6 +100,8 @@ impl Switch {
                     waited,
                 } => {
                     info!(%call, %agent, %queue, waited_ms = waited.as_millis() as u64, "call answered");
+                    metrics::histogram!(crate::metrics::QUEUE_WAIT, "queue" => queue.to_string())
+                        .record(waited.as_secs_f64());
                 }
                 Command::Queued {
                     call,
@@ -130,6 +132,8 @@ impl Switch {
                     waited,
                 } => {
                     info!(%call, %queue, waited_ms = waited.as_millis() as u64, "caller abandoned");
+                    metrics::histogram!(crate::metrics::QUEUE_WAIT, "queue" => queue.to_string())
+                        .record(waited.as_secs_f64());
                     self.forget_seat_call(call);
                 }
                 Command::Rejected {
@@ -149,6 +153,7 @@ impl Switch {
                 }
                 Command::NoAgentAnywhere { call, queue } => {
                     error!(%call, %queue, "ALARM: a call arrived and no agent is logged in anywhere along its overflow chain");
+                    metrics::counter!(crate::metrics::NO_AGENT_ALARMS).increment(1);
                 }
                 Command::AgentStateChanged { agent, from, to } => {
                     info!(%agent, ?from, ?to, "agent state");

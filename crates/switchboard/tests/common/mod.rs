@@ -248,6 +248,42 @@ To: <sip:{target}>\r\nFrom: <sip:probe@{from}>;tag=p{branch}\r\nCall-ID: {branch
     )
 }
 
+/// The metrics port of a daemon whose SIP port is `sip_port`: picked free when the daemon starts and
+/// remembered, so a test can scrape it.
+pub fn metrics_port(sip_port: u16) -> u16 {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static PORTS: Mutex<Option<HashMap<u16, u16>>> = Mutex::new(None);
+    let mut g = PORTS.lock().unwrap();
+    *g.get_or_insert_with(HashMap::new)
+        .entry(sip_port)
+        .or_insert_with(|| free_port("127.0.0.1"))
+}
+
+/// Fetch `/metrics` of the daemon.
+pub fn scrape(d: &Daemon) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port(d.port)))
+        .expect("metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape, if present.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The test config: the shipped default's shape on a free port, with a temp state file.
 pub fn config_text(port: u16, s: &Settings) -> String {
     let mut text = config_text_v4(port, s);
@@ -287,6 +323,10 @@ fn config_text_v4(port: u16, s: &Settings) -> String {
         .replace(
             "dialplans_dir = \"../dialplans\"",
             "dialplans_dir = \"dialplans\"",
+        )
+        .replace(
+            "listen = \"127.0.0.1:8060\"",
+            &format!("listen = \"127.0.0.1:{}\"", metrics_port(port)),
         )
         .replace(
             "ring_timeout_s = 20",
