@@ -197,7 +197,10 @@ pub(crate) fn user_part(s: &str) -> &str {
     }
     let mut is_sip = false;
     for scheme in ["sips:", "sip:", "tel:"] {
-        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`, not indexing: a caller's From may put a UTF-8 character across the cut.
+        if s.get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+        {
             is_sip = scheme != "tel:";
             s = &s[scheme.len()..];
             break;
@@ -240,6 +243,21 @@ pub(crate) fn clean(user: &str, out: &mut [u8; MAX_DIGITS]) -> Result<(bool, usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `dialplan_route` fuzz target: a UTF-8 character across the scheme check
+    /// panicked. The caller comes from an INVITE's From header, so any stranger could send it.
+    #[test]
+    fn user_part_of_non_ascii_does_not_panic() {
+        assert_eq!(
+            user_part("s\u{14f}s\u{14f}:12309775879.qh.09en61\0 000"),
+            "s\u{14f}s\u{14f}:12309775879.qh.09en61\0 000"
+        );
+        assert_eq!(
+            user_part("<s\u{14f}s\u{14f}:1@h>;tag=1"),
+            "s\u{14f}s\u{14f}:1@h"
+        );
+        assert_eq!(user_part("\u{5f20}:1"), "\u{5f20}:1");
+    }
 
     #[test]
     fn user_part_of_uris() {

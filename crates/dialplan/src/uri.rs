@@ -63,8 +63,10 @@ impl fmt::Display for SipTarget {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    // `get`, not indexing: `s` comes from the wire and may have a UTF-8 character across the cut.
+    s.get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
 }
 
 /// Splits `host[:port]` and checks both.
@@ -173,6 +175,12 @@ pub fn check_http_url(s: &str) -> Result<(), UriProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_scheme_is_refused_without_panic() {
+        assert!(parse_sip_target("s\u{14f}s\u{14f}:1@h").is_err());
+        assert!(parse_sip_target("\u{5f20}\u{4e09}").is_err());
+    }
 
     #[test]
     fn sip_targets() {

@@ -84,11 +84,12 @@ impl Via {
         (&self.host, self.port.unwrap_or(5060))
     }
 
-    /// Whether the branch carries the RFC 3261 magic cookie.
+    /// Whether the branch carries the RFC 3261 magic cookie and an identifier after it. A bare
+    /// `z9hG4bK` identifies nothing (RFC 4475 §3.2.1): such a request is matched the RFC 2543 way.
     pub fn is_rfc3261(&self) -> bool {
         self.branch
             .as_deref()
-            .is_some_and(|b| b.starts_with("z9hG4bK"))
+            .is_some_and(|b| b.len() > 7 && b.starts_with("z9hG4bK"))
     }
 }
 
@@ -353,6 +354,11 @@ impl Request {
 impl Response {
     pub fn status(&self) -> u16 {
         self.raw.status_code.code()
+    }
+
+    /// The reason phrase as received (possibly empty, RFC 4475 §3.1.1.13).
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     pub fn is_provisional(&self) -> bool {
@@ -710,21 +716,30 @@ fn serialize_tail(mut out: String, headers: &rsip::Headers, body: &[u8]) -> Byte
 
 /// Parse a Via header value (only the first if comma-separated).
 pub fn parse_via(value: &str) -> Option<Via> {
+    parse_via_inner(value, false)
+}
+
+/// [`parse_via`] for answering a broken request: any SIP version, empty parameters skipped.
+fn parse_via_lenient(value: &str) -> Option<Via> {
+    parse_via_inner(value, true)
+}
+
+fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
     let first = split_header_values(value).into_iter().next()?;
     // "SIP / 2.0 / UDP host:port;params" — LWS is allowed around the slashes.
     let mut parts = first.splitn(3, '/');
     let proto = parts.next()?.trim();
     let version = parts.next()?.trim();
     let rest = parts.next()?.trim_start();
-    if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" {
+    if !proto.eq_ignore_ascii_case("SIP") || (version != "2.0" && !lenient) {
         return None;
     }
     let split = rest.find(|c: char| c.is_whitespace())?;
     let transport = rest[..split].trim();
     let rest = rest[split..].trim_start();
     let (sent_by, params) = match rest.find(';') {
-        Some(i) => (rest[..i].trim(), &rest[i + 1..]),
-        None => (rest.trim(), ""),
+        Some(i) => (rest[..i].trim(), Some(&rest[i + 1..])),
+        None => (rest.trim(), None),
     };
     let (host, port) = split_host_port(sent_by)?;
     let mut via = Via {
@@ -733,11 +748,18 @@ pub fn parse_via(value: &str) -> Option<Via> {
         port,
         ..Via::default()
     };
-    for p in params.split(';') {
+    for p in params.into_iter().flat_map(|p| p.split(';')) {
         let (k, v) = match p.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim())),
             None => (p.trim(), None),
         };
+        if k.is_empty() {
+            // `;;` (RFC 4475 §3.1.2.1).
+            if lenient {
+                continue;
+            }
+            return None;
+        }
         if k.eq_ignore_ascii_case("branch") {
             via.branch = v.map(Into::into);
         } else if k.eq_ignore_ascii_case("rport") {
@@ -822,35 +844,278 @@ pub fn too_large_response(bytes: &[u8]) -> Option<ErrorResponse> {
 
 /// Parse wire bytes into a message. Requests that are broken but answerable yield
 /// [`ParseError::Answer`] with the error response ready to send.
+///
+/// The request line is ours to judge (RFC 3261 §7.1, §16.3): a version other than 2.0 gets 505, a
+/// method we do not implement 501, a Request-URI that is not well formed 400, and one whose scheme
+/// we do not route 416. rsip then reads the headers with a placeholder Request-URI: its URI grammar
+/// is both too strict (`;` or `%` in the user part, `tel:`, IPv6, URNs) and too lax (bare words),
+/// so the request keeps the URI exactly as received.
 pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
-    let original = request_line_uri(bytes);
-    // rsip knows no tel: URIs (RFC 3966), no IPv6 hosts and no URNs. All are routine here (a trunk
-    // dialing `tel:+86-971-12315`, a phone on [2001:db8::5], a phone calling `urn:service:sos` as
-    // RFC 5031 asks), so rsip gets a placeholder URI and the request keeps the real one.
-    if let Some(uri) = original.filter(|u| needs_placeholder(u)) {
-        if !plausible_uri(uri) {
-            return Err(answer_from_raw(bytes, 400, "Malformed Request-URI"));
-        }
-        let start = bytes.iter().position(|b| *b == b' ').unwrap_or(0) + 1;
-        let mut rewritten = Vec::with_capacity(bytes.len() + 32);
-        rewritten.extend_from_slice(&bytes[..start]);
-        rewritten.extend_from_slice(b"sip:placeholder.invalid");
-        rewritten.extend_from_slice(&bytes[start + uri.len()..]);
-        return match parse_sip(&rewritten)? {
-            Message::Request(mut r) => {
-                r.uri_text = uri.into();
-                Ok(Message::Request(r))
-            }
-            other => Ok(other),
-        };
+    let normalized = normalize_head(bytes);
+    let bytes: &[u8] = &normalized;
+    if bytes.starts_with(b"SIP/") {
+        return parse_sip(bytes);
     }
-    parse_sip(bytes)
+    if find_head_end(bytes).is_none() {
+        // §7: the empty line is not optional; without it rsip reads the headers wrong.
+        return Err(match RequestLine::split(bytes) {
+            Some(_) => answer_from_raw(bytes, 400, "Missing empty line after headers"),
+            None => ParseError::Drop("no request line"),
+        });
+    }
+    let Some(line) = RequestLine::split(bytes) else {
+        return Err(classify_failure(bytes));
+    };
+    if !line.version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(if line.version.starts_with("SIP/") {
+            answer_from_raw(bytes, 505, "Version Not Supported")
+        } else {
+            classify_failure(bytes)
+        });
+    }
+    if known_method(line.method).is_none() {
+        return Err(if line.method.bytes().all(is_token_char) {
+            answer_from_raw(bytes, 501, "Not Implemented")
+        } else {
+            ParseError::Drop("no request line")
+        });
+    }
+    match check_request_uri(line.uri) {
+        Ok(()) => {}
+        Err(UriProblem::Malformed) => {
+            return Err(answer_from_raw(bytes, 400, "Malformed Request-URI"))
+        }
+        Err(UriProblem::UnsupportedScheme) => {
+            return Err(answer_from_raw(bytes, 416, "Unsupported URI Scheme"))
+        }
+    }
+    let mut rewritten = Vec::with_capacity(bytes.len() + 32);
+    rewritten.extend_from_slice(line.method.as_bytes());
+    rewritten.extend_from_slice(b" sip:placeholder.invalid SIP/2.0");
+    rewritten.extend_from_slice(&bytes[line.end..]);
+    match parse_sip(&rewritten)? {
+        Message::Request(mut r) => {
+            r.uri_text = line.uri.into();
+            Ok(Message::Request(r))
+        }
+        // The rewritten line starts with the method, so rsip cannot see a response here.
+        Message::Response(_) => Err(ParseError::Drop("no request line")),
+    }
 }
 
-fn needs_placeholder(uri: &str) -> bool {
-    (uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:"))
-        || (uri.len() > 4 && uri[..4].eq_ignore_ascii_case("urn:"))
-        || uri.contains('[')
+/// `Method SP Request-URI SP SIP-Version`, split on single spaces as §7.1 demands.
+struct RequestLine<'a> {
+    method: &'a str,
+    uri: &'a str,
+    version: &'a str,
+    /// Where the line ends, so the rest can be passed on untouched.
+    end: usize,
+}
+
+impl<'a> RequestLine<'a> {
+    fn split(bytes: &'a [u8]) -> Option<RequestLine<'a>> {
+        let end = bytes
+            .iter()
+            .position(|b| *b == b'\r' || *b == b'\n')
+            .unwrap_or(bytes.len());
+        let line = std::str::from_utf8(&bytes[..end]).ok()?;
+        let mut parts = line.split(' ');
+        let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || method.is_empty() || uri.is_empty() {
+            return None;
+        }
+        Some(RequestLine {
+            method,
+            uri,
+            version,
+            end,
+        })
+    }
+}
+
+/// The method of a request line. Methods are case-sensitive (§7.1): `invite` is not INVITE, and
+/// rsip would take it as one. Extension methods are not implemented: see `tests/rfc4475.rs`.
+fn known_method(token: &str) -> Option<Method> {
+    let m: Method = token.parse().ok()?;
+    (m.to_string() == token).then_some(m)
+}
+
+/// Unfold header lines (§7.3.1: CRLF followed by white space is one SP) and drop white space before
+/// a header's colon (`Via  : ...`, RFC 4475 §3.1.1.1), both of which are legal and which rsip does
+/// not read. The body is left alone. Copies only when there is something to change.
+fn normalize_head(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let head_len = find_head_end(bytes).map_or(bytes.len(), |e| e - 2);
+    let head = &bytes[..head_len];
+    let folded = head
+        .windows(3)
+        .any(|w| w[0] == b'\r' && w[1] == b'\n' && (w[2] == b' ' || w[2] == b'\t'));
+    let spaced_colon = head
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .any(|l| name_before_colon(l).is_some_and(|n| n.len() < colon_at(l)));
+    if !folded && !spaced_colon {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut unfolded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < head.len() {
+        if head[i..].starts_with(b"\r\n") && matches!(head.get(i + 2), Some(b' ' | b'\t')) {
+            i += 2;
+            while matches!(head.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+            unfolded.push(b' ');
+        } else {
+            unfolded.push(head[i]);
+            i += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    for (n, line) in unfolded.split(|b| *b == b'\n').enumerate() {
+        if n > 0 {
+            out.push(b'\n');
+        }
+        match name_before_colon(line).filter(|_| n > 0) {
+            Some(name) => {
+                out.extend_from_slice(name);
+                out.extend_from_slice(&line[colon_at(line)..]);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out.extend_from_slice(&bytes[head_len..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The header name of a line `name *WSP ":" ...`, without the white space; None if the part
+/// before the first colon is not a token.
+fn name_before_colon(line: &[u8]) -> Option<&[u8]> {
+    let colon = line.iter().position(|b| *b == b':')?;
+    let name = line[..colon].trim_ascii_end();
+    (!name.is_empty() && name.iter().copied().all(is_token_char)).then_some(name)
+}
+
+fn colon_at(line: &[u8]) -> usize {
+    line.iter().position(|b| *b == b':').unwrap_or(line.len())
+}
+
+/// Why a Request-URI is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UriProblem {
+    /// Not a URI at all, or a `sip:`/`sips:`/`tel:` URI that breaks its grammar: 400.
+    Malformed,
+    /// A well-formed absolute URI whose scheme we do not route (§16.3 item 2): 416.
+    UnsupportedScheme,
+}
+
+/// Check a Request-URI: SIP and SIPS URIs by the grammar of RFC 3261 §25.1 (no headers part, which
+/// §19.1.1 forbids in a Request-URI), `tel:` numbers and the emergency URNs by [`plausible_uri`],
+/// and anything else that is a well-formed absolute URI (RFC 2396) is an unsupported scheme.
+fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(UriProblem::Malformed);
+    };
+    if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+        return if sip_uri_rest_is_valid(rest) {
+            Ok(())
+        } else {
+            Err(UriProblem::Malformed)
+        };
+    }
+    if scheme.eq_ignore_ascii_case("tel") || scheme.eq_ignore_ascii_case("urn") {
+        return if plausible_uri(uri) {
+            Ok(())
+        } else {
+            Err(UriProblem::Malformed)
+        };
+    }
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let rest_ok =
+        !rest.is_empty() && escapes_ok(rest, |b| is_unreserved(b) || b";/?:@&=+$,".contains(&b));
+    if scheme_ok && rest_ok {
+        Err(UriProblem::UnsupportedScheme)
+    } else {
+        Err(UriProblem::Malformed)
+    }
+}
+
+/// What follows `sip:` in a SIP-URI: `[userinfo "@"] hostport *(";" uri-parameter)`.
+fn sip_uri_rest_is_valid(rest: &str) -> bool {
+    let (userinfo, hostpart) = match rest.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    if let Some(u) = userinfo {
+        let (user, password) = match u.split_once(':') {
+            Some((user, pw)) => (user, Some(pw)),
+            None => (u, None),
+        };
+        let user_ok =
+            !user.is_empty() && escapes_ok(user, |b| is_unreserved(b) || b"&=+$,;?/".contains(&b));
+        let pw_ok =
+            password.is_none_or(|p| escapes_ok(p, |b| is_unreserved(b) || b"&=+$,".contains(&b)));
+        if !user_ok || !pw_ok {
+            return false;
+        }
+    }
+    let (hostport, params) = match hostpart.find(';') {
+        Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
+        None => (hostpart, ""),
+    };
+    let host_ok = split_host_port(hostport).is_some_and(|(h, _)| {
+        !h.is_empty()
+            && if hostport.starts_with('[') {
+                h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
+            } else {
+                h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            }
+    }) && !hostport.contains(char::is_whitespace);
+    let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
+    host_ok
+        && (params.is_empty()
+            || params.split(';').all(|p| {
+                let (name, value) = match p.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (p, None),
+                };
+                !name.is_empty()
+                    && escapes_ok(name, paramchar)
+                    && value.is_none_or(|v| !v.is_empty() && escapes_ok(v, paramchar))
+            }))
+}
+
+/// RFC 3261 `unreserved`: alphanum and mark.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
+}
+
+/// Every byte is allowed by `allowed` or starts a `%` HEX HEX escape.
+fn escapes_ok(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if allowed(b[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// A URI good enough to send: `sip:`/`sips:` with a host, `tel:` with a number, or an emergency
@@ -862,19 +1127,19 @@ fn plausible_uri(uri: &str) -> bool {
     {
         return false;
     }
-    if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("urn:") {
+    if uri.len() > 4 && has_prefix_ci(uri, "urn:") {
         return is_sos_urn(uri);
     }
-    if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("tel:") {
+    if uri.len() > 4 && has_prefix_ci(uri, "tel:") {
         let number = uri[4..].split(';').next().unwrap_or("");
         return !number.is_empty()
             && number
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() || b"+-.()*#".contains(&b));
     }
-    let rest = if uri.len() > 5 && uri[..5].eq_ignore_ascii_case("sips:") {
+    let rest = if uri.len() > 5 && has_prefix_ci(uri, "sips:") {
         &uri[5..]
-    } else if uri.len() > 4 && uri[..4].eq_ignore_ascii_case("sip:") {
+    } else if uri.len() > 4 && has_prefix_ci(uri, "sip:") {
         &uri[4..]
     } else {
         return false;
@@ -898,13 +1163,20 @@ fn plausible_uri(uri: &str) -> bool {
 /// they stay malformed Request-URIs.
 fn is_sos_urn(uri: &str) -> bool {
     const PREFIX: &str = "urn:service:";
-    if uri.len() < PREFIX.len() || !uri[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+    if !has_prefix_ci(uri, PREFIX) {
         return false;
     }
     let mut labels = uri[PREFIX.len()..].split('.');
     labels.next().is_some_and(|l| l.eq_ignore_ascii_case("sos"))
         && labels
             .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+/// Whether `s` starts with the ASCII `prefix`, ignoring case. Never slices inside a UTF-8
+/// character: URIs come from the wire (`urn:serviceŏ` once panicked here).
+fn has_prefix_ci(s: &str, prefix: &str) -> bool {
+    s.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// The user part of a `sip:`/`sips:` URI, or the number of a `tel:` URI.
@@ -923,14 +1195,10 @@ fn parse_sip(bytes: &[u8]) -> Result<Message, ParseError> {
     let head_end = find_head_end(bytes);
     let msg = match rsip::SipMessage::try_from(bytes) {
         Ok(m) => m,
-        Err(e) => return Err(classify_failure(bytes, &e.to_string())),
+        Err(e) => return Err(classify_rsip_failure(bytes, &e.to_string())),
     };
     match msg {
         rsip::SipMessage::Request(mut r) => {
-            // rsip takes "INVITE garbage SIP/2.0" and "INVITE <a b> SIP/2.0" as requests; refuse them.
-            if !request_line_uri(bytes).is_some_and(request_uri_is_valid) {
-                return Err(answer_from_raw(bytes, 400, "Malformed Request-URI"));
-            }
             check_body_length(&mut r.headers, &mut r.body, head_end, bytes)
                 .map_err(|reason| answer_from_raw(bytes, 400, reason))?;
             let meta =
@@ -1047,12 +1315,20 @@ fn extract_meta(headers: &rsip::Headers) -> Result<Meta, &'static str> {
             if from.is_some() {
                 return Err("Duplicate From header");
             }
-            from = Some(header_value(h));
+            let v = header_value(h);
+            if !name_addr_is_valid(&v) {
+                return Err("Malformed From header");
+            }
+            from = Some(v);
         } else if name.eq_ignore_ascii_case("To") {
             if to.is_some() {
                 return Err("Duplicate To header");
             }
-            to = Some(header_value(h));
+            let v = header_value(h);
+            if !name_addr_is_valid(&v) {
+                return Err("Malformed To header");
+            }
+            to = Some(v);
         } else if name.eq_ignore_ascii_case("Max-Forwards") {
             let v = header_value(h);
             max_forwards = Some(
@@ -1081,6 +1357,88 @@ fn extract_meta(headers: &rsip::Headers) -> Result<Meta, &'static str> {
     })
 }
 
+/// From and To (§20.20, §20.39): `( name-addr / addr-spec ) *( ";" param )`. The proxy reads tags
+/// from them, so they must be well formed (§16.3 item 1): a display name is a quoted string or
+/// tokens (RFC 4475 §3.1.2.6 and §3.1.2.15 are refused). The URI itself may be of any scheme
+/// (§3.3.4), and spaces just inside the angle brackets are forgiven (§3.1.2.14). Display-name tokens
+/// may carry UTF-8, as some phones send them unquoted.
+fn name_addr_is_valid(value: &str) -> bool {
+    let v = value.trim();
+    let params = if let Some(quoted) = v.strip_prefix('"') {
+        let Some(end) = quoted_string_end(quoted) else {
+            return false;
+        };
+        match quoted[end..].trim_start().strip_prefix('<') {
+            Some(rest) => match angle_uri_end(rest) {
+                Some(after) => after,
+                None => return false,
+            },
+            None => return false,
+        }
+    } else if let Some(lt) = v.find('<') {
+        let display_ok = v[..lt]
+            .split_ascii_whitespace()
+            .all(|t| t.bytes().all(|b| is_token_char(b) || b >= 0x80));
+        match angle_uri_end(&v[lt + 1..]) {
+            Some(after) if display_ok => after,
+            _ => return false,
+        }
+    } else {
+        // addr-spec: the URI runs to the first `;` and has no white space or brackets.
+        let end = v.find(';').unwrap_or(v.len());
+        let uri = v[..end].trim_end();
+        if uri.is_empty()
+            || !uri.contains(':')
+            || uri
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b"<>\"".contains(&b))
+        {
+            return false;
+        }
+        &v[end..]
+    };
+    let params = params.trim();
+    params.is_empty()
+        || params.strip_prefix(';').is_some_and(|p| {
+            p.split(';').all(|param| {
+                let (name, value) = match param.split_once('=') {
+                    Some((n, val)) => (n.trim(), Some(val.trim())),
+                    None => (param.trim(), None),
+                };
+                !name.is_empty()
+                    && name.bytes().all(is_token_char)
+                    && value.is_none_or(|val| {
+                        !val.is_empty()
+                            && (val.starts_with('"')
+                                || val.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b)))
+                    })
+            })
+        })
+}
+
+/// The byte offset just past the closing quote of a quoted string whose opening quote is already
+/// consumed, honouring `\` quoted-pairs.
+fn quoted_string_end(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// After a `<`: the text following the matching `>`, if the URI between is non-empty.
+fn angle_uri_end(s: &str) -> Option<&str> {
+    let gt = s.find('>')?;
+    let uri = s[..gt].trim();
+    (!uri.is_empty() && !uri.contains(char::is_whitespace) && !uri.contains('<'))
+        .then(|| &s[gt + 1..])
+}
+
 fn parse_cseq(v: &str) -> Option<(u32, Method)> {
     let mut it = v.split_whitespace();
     let n: u32 = it.next()?.parse().ok()?;
@@ -1091,13 +1449,11 @@ fn parse_cseq(v: &str) -> Option<(u32, Method)> {
     Some((n, m))
 }
 
-/// rsip refused the message. Scan its raw lines to decide whether and how to answer.
-fn classify_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
+/// The request line is not `Method SP Request-URI SP SIP-Version`, or its version is not SIP's. Scan
+/// the raw lines to decide whether and how to answer.
+fn classify_failure(bytes: &[u8]) -> ParseError {
     let text = String::from_utf8_lossy(bytes);
     let first = text.lines().next().unwrap_or("").trim_end();
-    if first.starts_with("SIP/") {
-        return ParseError::Drop("malformed response");
-    }
     let parts: Vec<&str> = first.split(' ').collect();
     let method = parts[0];
     // The version is the last token even when spaces inside the URI added more.
@@ -1106,56 +1462,35 @@ fn classify_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
     } else {
         ""
     };
-    if method.is_empty() || !method.bytes().all(is_token_char) {
+    if method.is_empty() || !method.bytes().all(is_token_char) || !version.starts_with("SIP/") {
         return ParseError::Drop("no request line");
     }
-    if !version.eq_ignore_ascii_case("SIP/2.0") && version.starts_with("SIP/") {
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
         return answer_from_raw(bytes, 505, "Version Not Supported");
     }
-    if method.parse::<Method>().is_err() {
+    if known_method(method).is_none() {
         return answer_from_raw(bytes, 501, "Not Implemented");
     }
-    let reason = if !request_line_uri(bytes).is_some_and(request_uri_is_valid) {
+    // Spaces inside the Request-URI, or around it (RFC 4475 §3.1.2.8–10).
+    let reason = if parts.len() > 3 {
         "Malformed Request-URI"
-    } else if rsip_error.to_ascii_lowercase().contains("header") {
+    } else {
+        "Malformed request line"
+    };
+    answer_from_raw(bytes, 400, reason)
+}
+
+/// rsip refused a message whose request line we accepted (or a response): its headers are broken.
+fn classify_rsip_failure(bytes: &[u8], rsip_error: &str) -> ParseError {
+    if bytes.starts_with(b"SIP/") {
+        return ParseError::Drop("malformed response");
+    }
+    let reason = if rsip_error.to_ascii_lowercase().contains("header") {
         "Malformed header"
     } else {
         "Malformed message"
     };
     answer_from_raw(bytes, 400, reason)
-}
-
-/// The Request-URI of the request line, if the line is `Method SP Request-URI SP SIP-Version`
-/// (§7.1: no spaces inside the URI).
-fn request_line_uri(bytes: &[u8]) -> Option<&str> {
-    let end = bytes
-        .iter()
-        .position(|b| *b == b'\r' || *b == b'\n')
-        .unwrap_or(bytes.len());
-    let line = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut parts = line.split(' ');
-    let (_method, uri, _version) = (parts.next()?, parts.next()?, parts.next()?);
-    parts.next().is_none().then_some(uri)
-}
-
-/// Whether a Request-URI is an absolute URI with a plausible host. rsip accepts a bare word as a
-/// URI with no scheme and a "domain" of any characters.
-fn request_uri_is_valid(uri: &str) -> bool {
-    let Ok(u) = rsip::Uri::try_from(uri) else {
-        return false;
-    };
-    if u.scheme.is_none() {
-        return false;
-    }
-    match &u.host_with_port.host {
-        rsip::Host::Domain(d) => {
-            let d = d.to_string();
-            !d.is_empty()
-                && d.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        }
-        rsip::Host::IpAddr(_) => true,
-    }
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -1165,6 +1500,10 @@ fn is_token_char(b: u8) -> bool {
 /// Build an error response from the raw header lines of a message we could not (or would not) accept.
 /// Needs Via, From, To, Call-ID and CSeq; otherwise the message is dropped (§8.2.6 cannot be met).
 fn answer_from_raw(bytes: &[u8], status: u16, reason: &str) -> ParseError {
+    // An ACK is never answered (§17.2.1): not even a broken one, or one for a request we refused.
+    if bytes.starts_with(b"ACK ") {
+        return ParseError::Drop("ACK is never answered");
+    }
     let text = String::from_utf8_lossy(bytes);
     let head = text.split("\r\n\r\n").next().unwrap_or("");
     // Unfold continuation lines (§7.3.1) before reading headers.
@@ -1193,7 +1532,9 @@ fn answer_from_raw(bytes: &[u8], status: u16, reason: &str) -> ParseError {
             .position(|n| n.eq_ignore_ascii_case(name));
         if name.eq_ignore_ascii_case("Via") {
             if via.is_none() {
-                via = parse_via(value);
+                // A request with `SIP/7.0` in its Via still gets its 505 (RFC 4475 §3.1.2.16),
+                // one with `;;` in it its 400 (§3.1.2.1).
+                via = parse_via_lenient(value);
             }
             b.push_header("Via", value);
         } else if let Some(i) = idx {
@@ -1548,6 +1889,181 @@ Content-Length: 4\r\n\r\nv=0\n";
             response_destination(&via, src).addr,
             "10.1.1.1:40000".parse().unwrap()
         );
+    }
+
+    fn status_of(s: &str) -> Result<u16, &'static str> {
+        match parse(s.as_bytes()) {
+            Ok(_) => Err("parsed"),
+            Err(ParseError::Answer { status, .. }) => Ok(status),
+            Err(ParseError::Drop(_)) => Err("dropped"),
+        }
+    }
+
+    #[test]
+    fn folded_headers_and_space_before_colon_are_read() {
+        let s = INVITE
+            .replace(
+                "Call-ID: a84b4c76e66710@pc33",
+                "Call-ID  :\r\n  a84b4c76e66710@pc33",
+            )
+            .replace("Max-Forwards: 70", "Max-Forwards:\r\n\t70");
+        let r = req(&s);
+        assert_eq!(&*r.meta.call_id, "a84b4c76e66710@pc33");
+        assert_eq!(r.meta.max_forwards, Some(70));
+        // The body is not touched, even where it looks like a folded line.
+        let s = INVITE.replace(
+            "Content-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 6\r\n\r\na:\r\n b",
+        );
+        assert_eq!(req(&s).body(), b"a:\r\n b");
+    }
+
+    #[test]
+    fn request_uri_grammar() {
+        for good in [
+            "sip:user;par=u%40example.net@example.com",
+            "sip:sips%3Auser%40example.com@example.net",
+            "sip:user:pa$$@h.example;lr;maddr=10.0.0.1;x",
+            "sip:[2001:db8::1]:5060;transport=tcp",
+            "SIP:8001@127.0.0.1:5060",
+        ] {
+            assert_eq!(check_request_uri(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "sip:user@example.com?Route=%3Csip:example.com%3E",
+            "sip:us%zzer@h",
+            "sip:@h",
+            "sip:u@h;=x",
+            "sip:u@h;x=",
+            "sip:u@h:99999",
+            "sip:u@h_h",
+            "sip:",
+            "<sip:u@h>",
+            "nocolon",
+            "1abc:opaque",
+        ] {
+            assert_eq!(check_request_uri(bad), Err(UriProblem::Malformed), "{bad}");
+        }
+        for unsupported in [
+            "nobodyKnowsThisScheme:totallyopaquecontent",
+            "soap.beep://192.0.2.103:3002",
+            "http://x/y",
+        ] {
+            assert_eq!(
+                check_request_uri(unsupported),
+                Err(UriProblem::UnsupportedScheme),
+                "{unsupported}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_scheme_gets_416() {
+        let s = INVITE.replacen(
+            "INVITE sip:8001@127.0.0.1 SIP/2.0",
+            "INVITE im:8001@example.com SIP/2.0",
+            1,
+        );
+        assert_eq!(status_of(&s), Ok(416));
+    }
+
+    /// Found by fuzzing the same slicing pattern elsewhere: `uri[..12]` on `urn:serviceŏ` cut a
+    /// UTF-8 character in two and panicked.
+    #[test]
+    fn non_ascii_request_uri_is_malformed_not_a_panic() {
+        for uri in [
+            "urn:service\u{14f}",
+            "urn:\u{14f}\u{14f}",
+            "t\u{14f}:1",
+            "si\u{14f}:1@h",
+        ] {
+            let s = INVITE.replacen("sip:8001@127.0.0.1 SIP", &format!("{uri} SIP"), 1);
+            assert_eq!(status_of(&s), Ok(400), "{uri}");
+        }
+        let mut r = req(INVITE);
+        assert_eq!(r.set_uri("sips\u{14f}:x"), Err(InvalidUri));
+        assert_eq!(uri_user("te\u{14f}:1"), None);
+    }
+
+    #[test]
+    fn methods_are_case_sensitive() {
+        let s = INVITE.replacen("INVITE sip:", "invite sip:", 1);
+        assert_eq!(status_of(&s), Ok(501));
+    }
+
+    #[test]
+    fn other_versions_get_505_even_with_their_own_via() {
+        let s = INVITE
+            .replacen(" SIP/2.0\r\n", " SIP/3.0\r\n", 1)
+            .replace("Via: SIP/2.0/UDP", "Via: SIP/3.0/UDP");
+        assert_eq!(status_of(&s), Ok(505));
+    }
+
+    #[test]
+    fn ack_is_never_answered() {
+        let ack = INVITE
+            .replace("INVITE sip:8001@127.0.0.1", "ACK sip:8001@127.0.0.1")
+            .replace("314159 INVITE", "314159 ACK");
+        assert!(matches!(parse(ack.as_bytes()), Ok(Message::Request(_))));
+        for broken in [
+            ack.replace("ACK sip:8001@127.0.0.1", "ACK nobody:knows"),
+            ack.replace("ACK sip:8001@127.0.0.1", "ACK sip:a b"),
+            ack.replace("314159 ACK", "314159 INVITE"),
+            ack.replace("Content-Length: 4", "Content-Length: 400"),
+        ] {
+            assert_eq!(status_of(&broken), Err("dropped"), "{broken}");
+        }
+        assert!(too_large_response(ack.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn missing_empty_line_gets_400() {
+        let s = INVITE.replace("Content-Length: 4\r\n\r\nv=0\n", "Content-Length: 0\r\n");
+        assert_eq!(status_of(&s), Ok(400));
+    }
+
+    #[test]
+    fn empty_via_parameters_get_400() {
+        let s = INVITE.replace(";rport\r\n", ";;rport\r\n");
+        assert_eq!(status_of(&s), Ok(400));
+        assert!(parse_via("SIP/2.0/UDP h;;").is_none());
+        assert!(parse_via_lenient("SIP/2.0/UDP h;;").is_some());
+        assert!(parse_via("SIP/2.0/UDP h").is_some());
+    }
+
+    #[test]
+    fn from_and_to_must_be_well_formed() {
+        for good in [
+            "<sip:a@b>",
+            "sip:a@b;tag=1",
+            "\"J Rosenberg \\\"\"       <sip:jdrosen@example.com>  ;  tag = 98asjd8",
+            "caller<sip:caller@example.com>;tag=323",
+            "\u{5f20}\u{4e09} <sip:8001@h>;tag=1",
+            "isbn:2983792873",
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",
+            "<sip:a@b>;tag=x;fromParam=\"quoted value\"",
+        ] {
+            assert!(name_addr_is_valid(good), "{good}");
+        }
+        for bad in [
+            "\"Mr. J. User <sip:j.user@example.com>",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "<sip:a@b",
+            "<>",
+            "sip:a@b;;tag=1",
+            "",
+            "no uri at all",
+        ] {
+            assert!(!name_addr_is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bare_magic_cookie_is_no_rfc3261_branch() {
+        let mut v = parse_via("SIP/2.0/UDP h;branch=z9hG4bK").unwrap();
+        assert!(!v.is_rfc3261());
+        v.branch = Some("z9hG4bK1".into());
+        assert!(v.is_rfc3261());
     }
 
     #[test]

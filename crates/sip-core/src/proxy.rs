@@ -191,6 +191,9 @@ struct Branch {
     cancel_pending: bool,
     /// Timer C cancelled this branch: its 487 counts as a 408 upstream (§16.8).
     timed_out: bool,
+    /// We sent a CANCEL; `timer_c` now holds the 64·T1 after which the branch is over even without
+    /// a final response (§9.1), so a peer that rings and then falls silent cannot pin it forever.
+    cancel_sent: bool,
     uri: String,
 }
 
@@ -207,6 +210,8 @@ enum TimerRef {
     Server(ServerId),
     Client(ClientId),
     TimerC(ServerId, usize),
+    /// The end of a ringing INVITE branch whose server transaction is gone (see `remove_server`).
+    Orphan(ClientId),
 }
 
 /// The proxy core. One per worker; it is not shared.
@@ -281,6 +286,7 @@ impl Proxy {
                 TimerRef::Server(id) => self.fire_server(now, id),
                 TimerRef::Client(id) => self.fire_client(now, id),
                 TimerRef::TimerC(id, b) => self.fire_timer_c(now, id, b, t),
+                TimerRef::Orphan(id) => self.fire_orphan(id),
             }
         }
     }
@@ -400,6 +406,7 @@ impl Proxy {
             .get_mut(&id)
             .ok_or(ProxyError::UnknownTransaction)?;
         let ctx = entry.ctx.as_mut().ok_or(ProxyError::UnknownTransaction)?;
+        let cancelled = ctx.cancelled;
         match best_response(ctx) {
             Some(mut resp) => {
                 resp.pop_via();
@@ -408,8 +415,13 @@ impl Proxy {
                 Ok(())
             }
             None => {
+                let (status, reason) = if cancelled {
+                    (487, "Request Terminated")
+                } else {
+                    (408, "Request Timeout")
+                };
                 let b = self
-                    .response_for(id, 408, "Request Timeout")
+                    .response_for(id, status, reason)
                     .ok_or(ProxyError::UnknownTransaction)?;
                 self.respond(now, id, b)
             }
@@ -444,7 +456,7 @@ impl Proxy {
                 }) = self.servers.get_mut(&id)
                 {
                     let a = tx.on_ack(now);
-                    self.apply_server_actions(id, a);
+                    self.apply_server_actions(now, id, a);
                     self.schedule(TimerRef::Server(id), self.server_deadline(id));
                     return;
                 }
@@ -459,7 +471,7 @@ impl Proxy {
                 Some(ServerKind::NonInvite(tx)) => tx.on_retransmit(),
                 None => Vec::new(),
             };
-            self.apply_server_actions(id, a);
+            self.apply_server_actions(now, id, a);
             return;
         }
         let peer = response_destination(&req.meta.via, source);
@@ -495,7 +507,14 @@ impl Proxy {
             return;
         }
         if let Some((status, reason)) = self.validate(&req) {
-            self.reply(now, id, status, reason);
+            if let Some(mut b) = self.response_for(id, status, reason) {
+                if status == 420 {
+                    // §16.3 item 5: a 420 lists what is not supported (RFC 4475 §3.3.5).
+                    let refused: Vec<String> = req.header_values("Proxy-Require").collect();
+                    b.push_header("Unsupported", refused.join(", "));
+                }
+                let _ = self.respond(now, id, b);
+            }
             return;
         }
         match self.route_processing(&mut req) {
@@ -755,6 +774,7 @@ impl Proxy {
             timer_c,
             cancel_pending: false,
             timed_out: false,
+            cancel_sent: false,
             uri,
         });
         self.clients.insert(
@@ -843,8 +863,8 @@ impl Proxy {
             if matches!(branch.state, BranchState::Trying) {
                 branch.state = BranchState::Proceeding;
             }
-            // Timer C restarts on every provisional (§16.7 item 2).
-            let rearm = branch.timer_c.is_some();
+            // Timer C restarts on every provisional (§16.7 item 2), but not the CANCEL's deadline.
+            let rearm = branch.timer_c.is_some() && !branch.cancel_sent;
             if rearm {
                 branch.timer_c = Some(now + timer_c);
             }
@@ -963,7 +983,6 @@ impl Proxy {
         let Some(cid) = branch.client else { return };
         let Some(ClientEntry {
             kind: ClientKind::Invite(tx),
-            peer,
             ..
         }) = self.clients.get(&cid)
         else {
@@ -977,8 +996,30 @@ impl Proxy {
             InviteClientState::Proceeding => {}
             _ => return,
         }
-        let Some(cancel) = tx.cancel_request() else {
+        if !self.send_cancel(now, cid) {
             return;
+        }
+        let deadline = now + 64 * self.cfg.timers.t1;
+        if let Some(branch) = self.branch_mut(id, b) {
+            branch.cancel_sent = true;
+            branch.timer_c = Some(deadline);
+        }
+        self.schedule(TimerRef::TimerC(id, b), Some(deadline));
+    }
+
+    /// Start a CANCEL client transaction for the INVITE client transaction `cid`. False if there is
+    /// nothing to cancel or the CANCEL is already on its way.
+    fn send_cancel(&mut self, now: Instant, cid: ClientId) -> bool {
+        let Some(ClientEntry {
+            kind: ClientKind::Invite(tx),
+            peer,
+            ..
+        }) = self.clients.get(&cid)
+        else {
+            return false;
+        };
+        let Some(cancel) = tx.cancel_request() else {
+            return false;
         };
         let peer = *peer;
         let key = TxKey::Client {
@@ -986,7 +1027,7 @@ impl Proxy {
             method: crate::transaction::MethodKey::Cancel,
         };
         if self.client_keys.contains_key(&key) {
-            return;
+            return false;
         }
         let (tx, actions) = NonInviteClient::start(
             now,
@@ -1006,6 +1047,7 @@ impl Proxy {
         );
         self.client_keys.insert(key, ccid);
         self.apply_client_actions(now, ccid, actions);
+        true
     }
 
     /// Give up on every unanswered branch of `id` (ring timeout): ringing ones are CANCELled, silent
@@ -1073,7 +1115,7 @@ impl Proxy {
             Some(ServerKind::NonInvite(tx)) => tx.on_timer(now),
             None => return,
         };
-        self.apply_server_actions(id, a);
+        self.apply_server_actions(now, id, a);
         self.schedule(TimerRef::Server(id), self.server_deadline(id));
     }
 
@@ -1103,6 +1145,14 @@ impl Proxy {
         }
         branch.timer_c = None;
         match branch.state {
+            BranchState::Proceeding if branch.cancel_sent => {
+                // §9.1: no final response 64·T1 after our CANCEL; the branch is over.
+                branch.state = BranchState::Done(if branch.timed_out { 408 } else { 487 });
+                if let Some(cid) = branch.client.take() {
+                    self.remove_client(cid);
+                }
+                self.check_all_done(now, id);
+            }
             BranchState::Proceeding => {
                 branch.timed_out = true;
                 self.cancel_branch(now, id, b);
@@ -1156,7 +1206,7 @@ impl Proxy {
             None => return,
         };
         let was_final = status >= 200 && !a.is_empty();
-        self.apply_server_actions(id, a);
+        self.apply_server_actions(now, id, a);
         self.schedule(TimerRef::Server(id), self.server_deadline(id));
         if was_final {
             let with_app = self.servers.get(&id).is_some_and(|e| e.with_app);
@@ -1167,7 +1217,7 @@ impl Proxy {
         }
     }
 
-    fn apply_server_actions(&mut self, id: ServerId, actions: Vec<TxAction>) {
+    fn apply_server_actions(&mut self, now: Instant, id: ServerId, actions: Vec<TxAction>) {
         for a in actions {
             match a {
                 TxAction::Send(bytes) => {
@@ -1176,7 +1226,7 @@ impl Proxy {
                         self.transmit(peer, bytes);
                     }
                 }
-                TxAction::Terminated => self.remove_server(id),
+                TxAction::Terminated => self.remove_server(now, id),
                 TxAction::AckTimeout | TxAction::Timeout | TxAction::Deliver(_) => {}
             }
         }
@@ -1227,19 +1277,39 @@ impl Proxy {
         self.schedule(TimerRef::Client(id), self.client_deadline(id));
     }
 
-    fn remove_server(&mut self, id: ServerId) {
-        if let Some(e) = self.servers.remove(&id) {
-            if self.server_keys.get(&e.key) == Some(&id) {
-                self.server_keys.remove(&e.key);
+    fn remove_server(&mut self, now: Instant, id: ServerId) {
+        let Some(e) = self.servers.remove(&id) else {
+            return;
+        };
+        if self.server_keys.get(&e.key) == Some(&id) {
+            self.server_keys.remove(&e.key);
+        }
+        // Branches still running keep their client transactions; they just lose their owner. A
+        // ringing INVITE branch has no timer of its own (Proceeding waits for a final response) and
+        // its Timer C went with the context: CANCEL it if that is not done yet, and end it 64·T1
+        // later whatever the phone does (§9.1), so a silent phone cannot pin it forever.
+        for b in e.ctx.into_iter().flat_map(|ctx| ctx.branches) {
+            let Some(cid) = b.client else { continue };
+            if let Some(c) = self.clients.get_mut(&cid) {
+                c.owner = None;
             }
-            // Branches still running keep their client transactions; they just lose their owner.
-            if let Some(ctx) = e.ctx {
-                for b in ctx.branches {
-                    if let Some(c) = b.client.and_then(|c| self.clients.get_mut(&c)) {
-                        c.owner = None;
-                    }
+            if b.state == BranchState::Proceeding {
+                if !b.cancel_sent {
+                    self.send_cancel(now, cid);
                 }
+                self.schedule(TimerRef::Orphan(cid), Some(now + 64 * self.cfg.timers.t1));
             }
+        }
+    }
+
+    fn fire_orphan(&mut self, id: ClientId) {
+        let ringing = matches!(
+            self.clients.get(&id),
+            Some(ClientEntry { kind: ClientKind::Invite(tx), owner: None, .. })
+                if tx.state() == InviteClientState::Proceeding
+        );
+        if ringing {
+            self.remove_client(id);
         }
     }
 
@@ -1474,8 +1544,10 @@ impl RouteUri {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    // `get`, not indexing: `s` comes from the wire and may have a UTF-8 character across the cut.
+    s.get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -1671,6 +1743,43 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         assert!(text(&t[0]).starts_with("SIP/2.0 180"));
     }
 
+    /// Route values come from the wire: a UTF-8 character across the scheme check panicked
+    /// (`dialplan_route` found the pattern; this copy was reachable with one Route header).
+    #[test]
+    fn non_ascii_route_does_not_panic() {
+        assert_eq!(RouteUri::parse("<s\u{14f}s\u{14f}:127.0.0.1;lr>"), None);
+        let mut p = proxy();
+        let req = invite("z9hG4bKnr", 70).replacen(
+            "Content-Length: 0",
+            "Route: <s\u{14f}s\u{14f}:127.0.0.1;lr>\r\nContent-Length: 0",
+            1,
+        );
+        p.handle_message(Instant::ZERO, udp(UP), req.as_bytes());
+        drain(&mut p);
+    }
+
+    #[test]
+    fn proxy_require_gets_420_listing_the_unsupported_options() {
+        let mut p = proxy();
+        let req = invite("z9hG4bKpr", 70).replacen(
+            "Content-Length: 0",
+            "Proxy-Require: foo, bar\r\nProxy-Require: baz\r\nContent-Length: 0",
+            1,
+        );
+        p.handle_message(Instant::ZERO, udp(UP), req.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(e.is_empty());
+        let reply = text(t.last().unwrap());
+        assert!(
+            reply.starts_with("SIP/2.0 420 Bad Extension\r\n"),
+            "{reply}"
+        );
+        assert!(
+            reply.contains("\r\nUnsupported: foo, bar, baz\r\n"),
+            "{reply}"
+        );
+    }
+
     #[test]
     fn max_forwards_zero_gets_483_and_loop_gets_482() {
         let mut p = proxy();
@@ -1727,6 +1836,64 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         assert!(t
             .iter()
             .any(|t| text(t).starts_with("SIP/2.0 487") && t.peer.addr == UP.parse().unwrap()));
+    }
+
+    /// Found by the `proxy` fuzz target: a phone that rings, gets our CANCEL and then falls silent
+    /// kept its INVITE client transaction (Proceeding has no timer) and the caller's transaction
+    /// forever. §9.1: 64·T1 after the CANCEL the branch is over.
+    #[test]
+    fn silent_branch_after_cancel_ends_after_64_t1() {
+        let mut p = proxy();
+        let (_, fwd) = start_call(&mut p, Instant::ZERO);
+        p.handle_message(Instant::ZERO, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+        drain(&mut p);
+        let cancel = invite("z9hG4bKup1", 70)
+            .replace("INVITE sip:", "CANCEL sip:")
+            .replace("1 INVITE", "1 CANCEL");
+        p.handle_message(Instant::ZERO, udp(UP), cancel.as_bytes());
+        drain(&mut p);
+        // A late provisional does not postpone the end.
+        let late = Instant::ZERO + Duration::from_secs(20);
+        p.handle_message(late, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+        drain(&mut p);
+        let mut caller_got = None;
+        for _ in 0..1000 {
+            let Some(t) = p.poll_timeout() else { break };
+            p.handle_timeout(t);
+            let (tx, _) = drain(&mut p);
+            if let Some(r) = tx.iter().find(|t| t.peer.addr == UP.parse().unwrap()) {
+                caller_got.get_or_insert((text(r).lines().next().unwrap().to_owned(), t));
+            }
+        }
+        let (line, at) = caller_got.expect("the caller gets a final response");
+        assert_eq!(line, "SIP/2.0 487 Request Terminated");
+        assert_eq!(at, Instant::ZERO + 64 * TimerConfig::default().t1);
+        assert_eq!(p.transaction_count(), (0, 0));
+    }
+
+    /// Found by the `proxy` fuzz target: the application answered the caller while a branch was
+    /// ringing; when the server transaction ended, the ringing INVITE client transaction lost its
+    /// Timer C with the context and stayed forever. Now it is CANCELled and ended 64·T1 later.
+    #[test]
+    fn ringing_branch_of_a_finished_request_is_cancelled_and_ends() {
+        let mut p = proxy();
+        let (id, fwd) = start_call(&mut p, Instant::ZERO);
+        p.handle_message(Instant::ZERO, udp(DOWN), &answer(&fwd, 180, "Ringing"));
+        drain(&mut p);
+        let b = p.response_for(id, 480, "Temporarily Unavailable").unwrap();
+        p.respond(Instant::ZERO, id, b).unwrap();
+        drain(&mut p);
+        let mut cancelled = false;
+        for _ in 0..1000 {
+            let Some(t) = p.poll_timeout() else { break };
+            p.handle_timeout(t);
+            let (tx, _) = drain(&mut p);
+            cancelled |= tx
+                .iter()
+                .any(|t| text(t).starts_with("CANCEL ") && t.peer.addr == DOWN.parse().unwrap());
+        }
+        assert!(cancelled, "the ringing branch was not CANCELled");
+        assert_eq!(p.transaction_count(), (0, 0));
     }
 
     #[test]
