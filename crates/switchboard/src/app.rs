@@ -47,6 +47,19 @@ pub enum Origin {
     Agent { user: String },
     /// A phone that registered from this address (emergency calls skip the digest challenge).
     Device,
+    /// A PSAP (110/119/120/122) sending a non-emergency matter to 12345: it goes ahead of the queue.
+    Psap { prefecture: String },
+}
+
+/// An answered seat call, until its BYE: what a hand-off by its agent needs to know.
+#[derive(Debug, Clone)]
+struct Established {
+    call: seat_manager::CallId,
+    agent: Arc<str>,
+    /// The caller's number (personal data: never logged unredacted).
+    caller: String,
+    /// The trunk's prefecture, if the call came on one.
+    trunk_prefecture: Option<String>,
 }
 
 /// The application state driven by the daemon's event loop.
@@ -73,7 +86,7 @@ pub struct Switch {
     /// Calls in the seat manager's hands, until answered or gone.
     seat_calls: HashMap<seat_manager::CallId, ServerId>,
     /// Answered seat calls by SIP Call-ID, until their BYE (the agent then goes to wrap-up).
-    established: HashMap<Box<str>, seat_manager::CallId>,
+    established: HashMap<Box<str>, Established>,
     /// `182 Queued` refreshes: (due, call).
     refresh: BinaryHeap<Reverse<(Instant, ServerId)>>,
     queued_refresh: Duration,
@@ -466,13 +479,9 @@ impl Switch {
             }
         } else if self.is_known_device(source.addr) {
             Origin::Device
-        } else if self
-            .bridge
-            .as_ref()
-            .is_some_and(|b| b.psap_source(ip).is_some())
-        {
-            Origin::Trunk {
-                name: "psap".into(),
+        } else if let Some(p) = self.bridge.as_ref().and_then(|b| b.psap_source(ip)) {
+            Origin::Psap {
+                prefecture: self.plan.center(p).id.to_string(),
             }
         } else {
             // Still no open relay: a stranger's "110" is refused and logged as a security event.
@@ -480,15 +489,32 @@ impl Switch {
             self.reply(now, id, 403, "Forbidden", &[]);
             return;
         };
-        let caller = caller_number(req);
-        let trunk_prefecture = match &origin {
+        let mut caller = caller_number(req);
+        let mut trunk_prefecture = match &origin {
             Origin::Trunk { name } => self
                 .trunks
                 .iter()
                 .find(|t| &t.name == name)
                 .and_then(|t| t.prefecture.clone()),
+            Origin::Psap { prefecture } => Some(prefecture.clone()),
             _ => None,
         };
+        // An agent on a call dials the PSAP (a three-way call, then REFER with Replaces): the
+        // PSAP is the caller's, and so is the identity it sees.
+        if matches!(origin, Origin::Device | Origin::Agent { .. }) {
+            if let Some(e) = self.current_call_of_device(source.addr.ip(), now) {
+                info!(agent = %e.agent, %service, "emergency hand-off by an agent on a call: the caller's prefecture and identity");
+                caller = e.caller.clone();
+                trunk_prefecture = e.trunk_prefecture.clone();
+                if !caller.is_empty() {
+                    let _ = self.proxy.add_request_header(
+                        id,
+                        "P-Asserted-Identity",
+                        format!("<tel:{caller}>"),
+                    );
+                }
+            }
+        }
         let dialed = req.uri_user().unwrap_or(req.uri());
         let prefecture = emergency_bridge::caller_prefecture(
             &self.plan,
@@ -578,6 +604,7 @@ impl Switch {
                 .iter()
                 .find(|t| &t.name == name)
                 .and_then(|t| t.prefecture.clone()),
+            Origin::Psap { prefecture } => Some(prefecture.clone()),
             Origin::Agent { .. } | Origin::Device => None,
         };
         let plan = self.plan.clone();
@@ -698,12 +725,21 @@ impl Switch {
                 )
             }
         };
+        let mut steps = steps;
+        if let Origin::Psap { .. } = origin {
+            // A matter handed over by 110/119/120: ahead of ordinary callers.
+            for st in &mut steps {
+                if let Step::Queue(entry) = st {
+                    entry.priority = 9;
+                }
+            }
+        }
         info!(dialed = %Redacted(dialed), caller = %Redacted(&caller), ?origin, route = %what, "routing call");
         metrics::counter!(m::CALLS, "mode" => mode).increment(1);
-        self.calls.insert(
-            id,
-            Call::new(steps.into(), &req.meta.call_id, self.trunk_failover),
-        );
+        let mut call = Call::new(steps.into(), &req.meta.call_id, self.trunk_failover);
+        call.caller = caller.clone();
+        call.trunk_prefecture = trunk_prefecture.clone();
+        self.calls.insert(id, call);
         self.next_step(now, id);
     }
 
@@ -863,6 +899,15 @@ impl Switch {
                 name: t.name.clone(),
             });
         }
+        if let Some(p) = self
+            .bridge
+            .as_ref()
+            .and_then(|b| b.psap_source(source.addr.ip()))
+        {
+            return Some(Origin::Psap {
+                prefecture: self.plan.center(p).id.to_string(),
+            });
+        }
         let creds = &self.credentials;
         let outcome = self.proxy_auth.verify_request(now, req, |u| creds.get(u));
         match outcome {
@@ -888,6 +933,18 @@ impl Switch {
         self.trunks
             .iter()
             .find(|t| t.nets.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// The answered call of the agent whose phone registered from `ip`, if any.
+    fn current_call_of_device(&self, ip: IpAddr, now: Instant) -> Option<Established> {
+        self.established
+            .values()
+            .find(|e| {
+                self.registrar
+                    .lookup(&e.agent, now)
+                    .any(|b| b.source.ip() == ip)
+            })
+            .cloned()
     }
 
     /// Whether an agent's phone registered from this address (it may then be challenged).
@@ -966,6 +1023,10 @@ struct Call {
     queued: bool,
     /// Its last known place in the queue.
     position: u32,
+    /// The caller's number, kept for a hand-off by the agent who answers.
+    caller: String,
+    /// The trunk's prefecture, likewise.
+    trunk_prefecture: Option<String>,
 }
 
 impl Call {
@@ -982,6 +1043,8 @@ impl Call {
             offer_withdrawn: false,
             queued: false,
             position: 0,
+            caller: String::new(),
+            trunk_prefecture: None,
         }
     }
 }

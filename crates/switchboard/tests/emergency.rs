@@ -321,3 +321,154 @@ fn an_agents_refer_hand_off_reaches_the_psap_of_the_callers_prefecture() {
     assert!(p_diag.contains("Referred-By: <sip:8001@"), "{p_diag}");
     assert!(d.log().contains("hand-off"), "{}", d.log());
 }
+
+#[test]
+fn an_agent_on_a_call_dialing_120_reaches_the_callers_prefecture_with_the_callers_identity() {
+    let d = Daemon::start();
+    // A Haidong landline calls 12345 on the Xining trunk; nobody answers for Haidong, so the
+    // provincial agent 8010 takes it. The agent's own center would give the province's PSAP.
+    let ip = "127.0.0.53";
+    let port = free_port(ip);
+    register(&d, "8010", ip, port, "u1");
+    let p = port.to_string();
+    let agent_phone = sipp(
+        "agent phone",
+        &[
+            "-sf",
+            &scenario("uas.xml"),
+            "-s",
+            "8010",
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let tp = free_port("127.0.0.2").to_string();
+    let caller = sipp(
+        "Haidong caller",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac_haidong.xml"),
+            "-s",
+            "12345",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+            "-d",
+            "4000",
+        ],
+    );
+    // While they talk, the agent's phone calls 120 (the first leg of a three-way call).
+    let ambulance = psap("127.0.1.2", 5120, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let ap = free_port(ip).to_string();
+    let (ok, diag) = sipp(
+        "agent dials 120",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "120",
+            "-i",
+            ip,
+            "-p",
+            &ap,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    let (p_ok, p_diag) = ambulance.finish(LIMIT);
+    let (c_ok, c_diag) = caller.finish(LIMIT);
+    let (a_ok, a_diag) = agent_phone.finish(LIMIT);
+    assert!(
+        ok && p_ok && c_ok && a_ok,
+        "{diag}\n{p_diag}\n{c_diag}\n{a_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    assert!(p_diag.contains("INVITE sip:120@127.0.1.2:5120"), "{p_diag}");
+    assert!(
+        p_diag.contains("P-Asserted-Identity: <tel:09725551234>"),
+        "{p_diag}"
+    );
+}
+
+#[test]
+fn a_matter_from_110_goes_ahead_of_ordinary_callers() {
+    let d = Daemon::start();
+    // Two Huangnan (0973) calls wait with nobody logged in (so both wait in the provincial queue,
+    // the end of their chain): first an ordinary caller, then the Huangnan PSAP (127.0.1.4)
+    // transferring a non-emergency matter to 12345.
+    let ordinary = caller_from(&d, "097312345", "127.0.0.2", "uac.xml");
+    std::thread::sleep(Duration::from_millis(500));
+    let from_110 = caller_from(&d, "12345", "127.0.1.4", "uac.xml");
+    std::thread::sleep(Duration::from_millis(500));
+    // A provincial agent logs in: the PSAP's call is offered first, though it came second.
+    let ip = "127.0.0.54";
+    let port = free_port(ip);
+    register(&d, "8011", ip, port, "u1");
+    let p = port.to_string();
+    let agent = sipp(
+        "phone 8011",
+        &[
+            "-sf",
+            &scenario("uas.xml"),
+            "-s",
+            "8011",
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            "2",
+        ],
+    );
+    let (f_ok, f_diag) = from_110.finish(LIMIT);
+    let (o_ok, o_diag) = ordinary.finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    assert!(
+        f_ok && o_ok && a_ok,
+        "{f_diag}\n{o_diag}\n{a_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    // The first INVITE the phone got, up to the end of that message's trace entry.
+    let first_invite = a_diag
+        .split("INVITE sip:8011@")
+        .nth(1)
+        .and_then(|m| m.split("-----").next())
+        .unwrap_or("");
+    assert!(
+        first_invite.contains("127.0.1.4"),
+        "the ordinary caller went first:\n{a_diag}"
+    );
+}
+
+/// One call to `dialed` from `ip` (a trunk or a PSAP address).
+fn caller_from(d: &Daemon, dialed: &str, ip: &str, scn: &str) -> Sipp {
+    let p = free_port(ip).to_string();
+    sipp(
+        &format!("call {dialed} from {ip}"),
+        &[
+            &d.target(),
+            "-sf",
+            &scenario(scn),
+            "-s",
+            dialed,
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    )
+}

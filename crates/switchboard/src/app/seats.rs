@@ -159,7 +159,7 @@ impl Switch {
                     info!(%agent, ?from, ?to, "agent state");
                 }
                 Command::AuditCall { call, .. } => {
-                    let alive = self.established.values().any(|c| *c == call);
+                    let alive = self.established.values().any(|e| e.call == call);
                     if let Some(sm) = self.seats.as_mut() {
                         if alive {
                             sm.handle_call_alive(now, call);
@@ -170,7 +170,7 @@ impl Switch {
                 }
                 Command::ReleaseCall { call, agent } => {
                     warn!(%call, %agent, "call released after unanswered audits");
-                    self.established.retain(|_, c| *c != call);
+                    self.established.retain(|_, e| e.call != call);
                 }
                 Command::HangUpAgentLeg { call, agent } => {
                     // The proxy passes every 2xx upstream (RFC 3261 §16.7); the caller's side ends
@@ -254,7 +254,15 @@ impl Switch {
             return;
         };
         self.seat_calls.remove(&call);
-        self.established.insert(c.sip_call_id.clone(), call);
+        self.established.insert(
+            c.sip_call_id.clone(),
+            super::Established {
+                call,
+                agent: agent.clone(),
+                caller: c.caller.clone(),
+                trunk_prefecture: c.trunk_prefecture.clone(),
+            },
+        );
         if let Some(sm) = self.seats.as_mut() {
             let _ = sm.handle_offer_outcome(now, call, &agent, OfferOutcome::Answered);
         }
@@ -277,9 +285,9 @@ impl Switch {
 
     /// A BYE passed through for an answered call: the agent goes to wrap-up.
     pub(super) fn dialog_ended(&mut self, now: Instant, sip_call_id: &str) {
-        if let Some(call) = self.established.remove(sip_call_id) {
+        if let Some(e) = self.established.remove(sip_call_id) {
             if let Some(sm) = self.seats.as_mut() {
-                sm.handle_call_ended(now, call);
+                sm.handle_call_ended(now, e.call);
             }
             self.run_seat_commands(now);
         }
