@@ -4,7 +4,8 @@
 //! Tests run in parallel, so each PSAP address:port is used by one test only: police 127.0.1.1-8
 //! (prefectures), 127.0.1.7 fire/ambulance/traffic (services), 127.0.1.6 and .9 ambulance and .9
 //! traffic (failover), 127.0.1.4 and .9 fire stay silent (all fail), 127.0.1.5 ambulance (agent),
-//! 127.0.1.8 fire (flood), 127.0.1.2 fire (REFER hand-off).
+//! 127.0.1.8 fire (flood), 127.0.1.2 fire (REFER hand-off), 127.0.1.2 ambulance (three-way),
+//! 127.0.1.3 traffic (queues full).
 
 mod common;
 
@@ -471,4 +472,48 @@ fn caller_from(d: &Daemon, dialed: &str, ip: &str, scn: &str) -> Sipp {
             "1",
         ],
     )
+}
+
+#[test]
+fn an_emergency_call_connects_while_the_queues_are_full() {
+    // The provincial queue holds one waiting caller; nobody is logged in, so every 12345 call ends
+    // there: the first waits, the second is refused (queue full). 120 still connects.
+    let d = Daemon::start_with(Settings {
+        seat_edits: vec![("max_waiting = 1000".into(), "max_waiting = 1".into())],
+        ..Settings::default()
+    });
+    let waiting = caller_from(&d, "12345", "127.0.0.2", "uac_abandon.xml");
+    std::thread::sleep(Duration::from_millis(300));
+    let tp = free_port("127.0.0.2").to_string();
+    let (ok, refused) = sipp(
+        "refused",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "12345",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    assert!(
+        !ok && refused.contains("SIP/2.0 503 Service Unavailable (queue full)"),
+        "{refused}\n--- daemon\n{}",
+        d.log()
+    );
+    // Haibei (0970) traffic police, 127.0.1.3:5122, while the queue is still full (the waiting
+    // caller hangs up 1.5 s after its 182).
+    let traffic = psap("127.0.1.3", 5122, "uas.xml", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let (e_ok, e_diag) = call(&d, "0970122");
+    let (p_ok, p_diag) = traffic.finish(LIMIT);
+    let (w_ok, w_diag) = waiting.finish(LIMIT);
+    assert!(e_ok && p_ok, "{e_diag}\n{p_diag}\n--- daemon\n{}", d.log());
+    assert!(w_ok, "{w_diag}");
 }
