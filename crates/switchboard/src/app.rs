@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
+mod cdr;
 mod seats;
 use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
@@ -90,6 +91,14 @@ pub struct Switch {
     /// `182 Queued` refreshes: (due, call).
     refresh: BinaryHeap<Reverse<(Instant, ServerId)>>,
     queued_refresh: Duration,
+    /// The store's writer (CDRs); `None` without a `[store]` section.
+    cdrs: Option<store::Store>,
+    /// CDR drafts of calls being placed.
+    drafts: HashMap<ServerId, store::Cdr>,
+    /// CDRs of answered calls, by SIP Call-ID, until their BYE.
+    answered_cdrs: HashMap<Box<str>, store::Cdr>,
+    /// Unix time (ms) of the core's time origin.
+    unix_origin_ms: i64,
     /// Ring and trunk-failover timers: (deadline, call, step number, is trunk).
     timers: BinaryHeap<Reverse<(Instant, ServerId, u32, bool)>>,
     ring_timeout: Duration,
@@ -118,6 +127,7 @@ impl Switch {
         plan: Arc<CompiledPlan>,
         bridge: Option<Arc<EmergencyBridge>>,
         seats: Option<&seat_manager::SeatConfig>,
+        cdrs: Option<store::Store>,
         secret: [u8; 32],
         salt: u64,
     ) -> Switch {
@@ -193,6 +203,10 @@ impl Switch {
             established: HashMap::new(),
             refresh: BinaryHeap::new(),
             queued_refresh: Duration::from_secs(c.routing.queued_refresh_s.clamp(1, 60)),
+            cdrs,
+            drafts: HashMap::new(),
+            answered_cdrs: HashMap::new(),
+            unix_origin_ms: 0,
             timers: BinaryHeap::new(),
             ring_timeout: Duration::from_secs(c.routing.ring_timeout_s),
             trunk_failover: Duration::from_millis(c.routing.trunk_failover_ms),
@@ -343,6 +357,7 @@ impl Switch {
                 debug!(%method, %source.addr, "in-dialog request routed");
                 if method == Method::Bye {
                     self.dialog_ended(now, &call_id);
+                    self.cdr_bye(now, &call_id);
                 }
             }
             Event::Cancelled { id } => {
@@ -350,7 +365,20 @@ impl Switch {
                 self.caller_left(now, id);
                 self.calls.remove(&id);
             }
-            Event::BranchResponse { id, status, .. } => {
+            Event::BranchResponse { id, status, target } => {
+                if (200..300).contains(&status) {
+                    let user = RouteUri::parse(&target).and_then(|u| u.user);
+                    self.cdr_update(
+                        id,
+                        |c, _| {
+                            c.target = Some(target.clone());
+                            if c.agent.is_none() {
+                                c.agent = user;
+                            }
+                        },
+                        now,
+                    );
+                }
                 let seat = self.calls.get(&id).is_some_and(|c| c.seat.is_some());
                 if seat {
                     if (200..300).contains(&status) {
@@ -370,6 +398,7 @@ impl Switch {
                 }
             }
             Event::Finished { id, status } => {
+                self.cdr_final(now, id, status, status == 487);
                 metrics::counter!(m::SIP_RESPONSES, "class" => status_class(status)).increment(1);
                 // The caller's transaction is over: if the seat manager still holds the call (it
                 // was answered elsewhere or refused), it is gone for it too.
@@ -578,6 +607,22 @@ impl Switch {
             targets = steps.len(),
             "EMERGENCY call: handing to PSAP"
         );
+        let first_target = steps.iter().find_map(|st| match st {
+            Step::Trunk(t) => Some(t.uri.clone()),
+            _ => None,
+        });
+        self.open_cdr(
+            now,
+            id,
+            &req.meta.call_id,
+            &caller,
+            dialed,
+            store::LineMode::Emergency,
+            Some(emergency_bridge::service_number(service).to_owned()),
+            Some(self.plan.center(prefecture).id.to_string()),
+            None,
+        );
+        self.cdr_update(id, |c, _| c.target = first_target, now);
         let mut call = Call::new(steps, &req.meta.call_id, bridge.no_provisional_timeout());
         call.emergency = Some(service);
         self.calls.insert(id, call);
@@ -736,6 +781,36 @@ impl Switch {
         }
         info!(dialed = %Redacted(dialed), caller = %Redacted(&caller), ?origin, route = %what, "routing call");
         metrics::counter!(m::CALLS, "mode" => mode).increment(1);
+        let entry_queue = steps.iter().find_map(|st| match st {
+            Step::Queue(e) => Some(e.queue.clone()),
+            _ => None,
+        });
+        let line_mode = match mode {
+            "merge" => Some(store::LineMode::Merge),
+            "dual" => Some(store::LineMode::Dual),
+            "subcenter" => Some(store::LineMode::Subcenter),
+            "hotline" => Some(store::LineMode::Hotline),
+            _ => None,
+        };
+        if let Some(line_mode) = line_mode {
+            let line = plan
+                .normalize(dialed)
+                .ok()
+                .and_then(|n| plan.line_by_number(n.number.as_str()))
+                .map(|l| l.number.to_string());
+            let prefecture = entry_prefecture(&steps);
+            self.open_cdr(
+                now,
+                id,
+                &req.meta.call_id,
+                &caller,
+                dialed,
+                line_mode,
+                line,
+                prefecture,
+                entry_queue,
+            );
+        }
         let mut call = Call::new(steps.into(), &req.meta.call_id, self.trunk_failover);
         call.caller = caller.clone();
         call.trunk_prefecture = trunk_prefecture.clone();
@@ -1107,6 +1182,14 @@ impl Switch {
             }
         }
     }
+}
+
+/// The caller's prefecture as the queue step carries it.
+fn entry_prefecture(steps: &[Step]) -> Option<String> {
+    steps.iter().find_map(|st| match st {
+        Step::Queue(e) => Some(e.prefecture.clone()),
+        _ => None,
+    })
 }
 
 /// A seat-manager queue entry from the dialplan's queue route.

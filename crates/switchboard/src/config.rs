@@ -28,6 +28,9 @@ pub struct Config {
     /// Where calls go: the dialplans and the hunting timers.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Durable records: a CDR for every call (SQLite in WAL mode). Without it no CDR is kept.
+    #[serde(default)]
+    pub store: Option<store::StoreConfig>,
     /// The HTTP listener for Prometheus metrics (`/metrics`).
     #[serde(default)]
     pub metrics: MetricsConfig,

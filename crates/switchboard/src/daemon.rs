@@ -99,6 +99,25 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let loaded = setup.loaded.clone();
     let c = loaded.config.clone();
+    // The store's writer thread: CDRs leave the hot path over its bounded queue.
+    let (cdr_store, store_writer) = match &c.store {
+        Some(sc) => {
+            let mut sc = sc.clone();
+            sc.path = loaded.resolve(&sc.path);
+            if let Some(dir) = sc.path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let (s, w) = store::open(&sc, None)
+                .with_context(|| format!("opening the store {}", sc.path.display()))?;
+            info!(path = %sc.path.display(), "store open (CDRs)");
+            (Some(s), Some(w))
+        }
+        None => {
+            warn!("no [store] section: CDRs are not kept");
+            (None, None)
+        }
+    };
     let clock = Clock::new();
     let secret: [u8; 32] = rand::random();
     let mut sw = Switch::new(
@@ -106,10 +125,12 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         setup.plan.clone(),
         setup.bridge.clone(),
         setup.seats.as_ref(),
+        cdr_store.clone(),
         secret,
         rand::random(),
     );
     sw.on_wall_clock(clock.now(), unix_now());
+    sw.set_unix_origin_ms(unix_now_ms() - clock.now().since_origin().as_millis() as i64);
     if setup.bridge.is_none() {
         error!("ALARM: no [emergency] section: emergency calls will be refused with 503");
     }
@@ -294,6 +315,16 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     if let Err(e) = write_atomically(&state_file, &export_text(&sw.registrar, clock.now())) {
         error!(file = %state_file.display(), %e, "could not save registrations");
     }
+    // Every CDR accepted so far is committed before the process ends.
+    if let Some(w) = store_writer {
+        drop(sw);
+        if let Err(e) = tokio::task::spawn_blocking(move || w.shutdown())
+            .await
+            .unwrap_or(Ok(()))
+        {
+            error!(%e, "store did not shut down cleanly");
+        }
+    }
     info!("switchboard stopped");
     Ok(())
 }
@@ -323,6 +354,13 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn export_text(reg: &Registrar, now: Instant) -> String {

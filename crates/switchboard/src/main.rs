@@ -30,6 +30,11 @@ enum Cmd {
         #[arg(short, long, default_value = "deploy/switchboard.toml")]
         config: PathBuf,
     },
+    /// Call detail records.
+    Cdr {
+        #[command(subcommand)]
+        cmd: CdrCmd,
+    },
     /// Rosters: prove that every hour of the week has a staffed path for every queue.
     Roster {
         #[command(subcommand)]
@@ -44,6 +49,21 @@ enum Cmd {
         /// Read from the SWITCHBOARD_PASSWORD environment variable when absent.
         #[arg(long)]
         password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdrCmd {
+    /// Write the CDRs of calls that arrived since a time to standard output.
+    Export {
+        #[arg(short, long, default_value = "deploy/switchboard.toml")]
+        config: PathBuf,
+        /// Arrival time from which to export, in Unix milliseconds (0: everything).
+        #[arg(long, default_value_t = 0)]
+        since_ms: i64,
+        /// `csv` or `jsonl`.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
 }
 
@@ -78,6 +98,51 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Cdr {
+            cmd:
+                CdrCmd::Export {
+                    config,
+                    since_ms,
+                    format,
+                },
+        } => {
+            let loaded = match config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(sc) = &loaded.config.store else {
+                eprintln!("{}: no [store] section: no CDRs are kept", config.display());
+                return ExitCode::FAILURE;
+            };
+            let mut sc = sc.clone();
+            sc.path = loaded.resolve(&sc.path);
+            let mut reader = match store::open_reader(&sc) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", sc.path.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            let r = match format.as_str() {
+                "csv" => store::write_csv(&mut reader, since_ms, &mut out),
+                "jsonl" => store::write_jsonl(&mut reader, since_ms, &mut out),
+                other => {
+                    eprintln!("unknown format `{other}`: csv or jsonl");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match r {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("export failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Roster {
             cmd: RosterCmd::Check { config },
         } => match switchboard::setup::load(&config) {

@@ -41,6 +41,8 @@ pub const EMERGENCY_CALLS: &str = "switchboard_emergency_calls_total";
 pub const EMERGENCY_FAILOVERS: &str = "switchboard_emergency_failovers_total";
 /// Calls that arrived with no agent logged in anywhere along their overflow chain.
 pub const NO_AGENT_ALARMS: &str = "switchboard_no_agent_alarms_total";
+/// CDRs that could not be handed to the store (its queue was full or it had stopped).
+pub const CDRS_LOST: &str = "switchboard_cdrs_lost_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -80,6 +82,7 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         NO_AGENT_ALARMS,
         "Calls with no agent logged in along their chain"
     );
+    describe_counter!(CDRS_LOST, "CDRs not handed to the store");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())

@@ -116,6 +116,13 @@ impl Switch {
                         c.queued = true;
                         c.position = position;
                     }
+                    self.cdr_update(
+                        id,
+                        |c, at| {
+                            c.queued_ms.get_or_insert(at);
+                        },
+                        now,
+                    );
                     self.send_queued(now, id, position);
                 }
                 Command::Overflowed {
@@ -210,6 +217,18 @@ impl Switch {
             c.queued = false;
         }
         info!(%call, %agent, %queue, "offering call");
+        let a = agent.to_string();
+        let q = queue.to_owned();
+        // The last offer's queue is the one that answers, if the agent picks up.
+        self.cdr_update(
+            id,
+            |c, at| {
+                c.offered_ms.get_or_insert(at);
+                c.agent = Some(a);
+                c.answer_queue = Some(q);
+            },
+            now,
+        );
         if self
             .proxy
             .forward(now, id, &targets, FailurePolicy::AskApplication)

@@ -325,6 +325,10 @@ fn config_text_v4(port: u16, s: &Settings) -> String {
             "dialplans_dir = \"dialplans\"",
         )
         .replace(
+            "path = \"../var/switchboard.db\"",
+            "path = \"switchboard.db\"",
+        )
+        .replace(
             "listen = \"127.0.0.1:8060\"",
             &format!("listen = \"127.0.0.1:{}\"", metrics_port(port)),
         )

@@ -1,0 +1,125 @@
+//! A CDR for every call, durable across a SIGKILL, exported with `switchboard cdr export`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+fn export(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["cdr", "export", "--format", "jsonl", "-c"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn every_call_leaves_a_cdr_that_survives_sigkill() {
+    let mut d = Daemon::start();
+    // An answered merge-line call from Haidong.
+    let port = free_port("127.0.0.81");
+    register(&d, "8002", "127.0.0.81", port, "u1");
+    let p = port.to_string();
+    let agent = sipp(
+        "phone 8002",
+        &[
+            "-sf",
+            &scenario("uas.xml"),
+            "-s",
+            "8002",
+            "-i",
+            "127.0.0.81",
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let tp = free_port("127.0.0.2").to_string();
+    let (ok, diag) = sipp(
+        "answered",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "097212331",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    assert!(ok && a_ok, "{diag}\n{a_diag}\n--- daemon\n{}", d.log());
+    // A caller who gives up in the queue (nobody answers Yushu or the province).
+    let tp = free_port("127.0.0.2").to_string();
+    let (ok, diag) = sipp(
+        "abandoned",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac_abandon.xml"),
+            "-s",
+            "097612345",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    assert!(ok, "{diag}");
+    // The writer commits within its batch window (10 ms); then the daemon dies without warning.
+    std::thread::sleep(Duration::from_millis(500));
+    d.signal("KILL");
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+
+    let cdrs = export(&d);
+    assert_eq!(cdrs.len(), 2, "{cdrs:#?}");
+    let answered = cdrs
+        .iter()
+        .find(|c| c["dialed"] == "097212331")
+        .expect("the answered call's CDR");
+    assert_eq!(answered["outcome"], "answered", "{answered}");
+    assert_eq!(answered["normalized"], "12331");
+    assert_eq!(answered["line"], "12331");
+    assert_eq!(answered["mode"], "merge");
+    assert_eq!(answered["prefecture"], "haidong");
+    assert_eq!(answered["entry_queue"], "12345-haidong");
+    assert_eq!(answered["answer_queue"], "12345-haidong");
+    assert_eq!(answered["agent"], "8002");
+    assert_eq!(
+        answered["caller"], "13800000000",
+        "the caller is stored in full"
+    );
+    let abandoned = cdrs
+        .iter()
+        .find(|c| c["dialed"] == "097612345")
+        .expect("the abandoned call's CDR");
+    assert_eq!(abandoned["outcome"], "abandoned", "{abandoned}");
+    assert_eq!(abandoned["mode"], "hotline");
+    // And the log never shows the caller's number in full.
+    assert!(
+        !d.log().contains("13800000000"),
+        "a raw caller number reached the log"
+    );
+}
