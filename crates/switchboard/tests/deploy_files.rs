@@ -63,6 +63,21 @@ fn check_expr(expr: &str, exported: &BTreeSet<String>, whence: &str) {
         "offset",
         "inf",
         "nan",
+        // Aggregation operators, which may be followed by `by (...)` before their parentheses.
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
     ];
     let b = expr.as_bytes();
     let (mut i, mut braces, mut parens_after_by) = (0, 0usize, None::<usize>);
