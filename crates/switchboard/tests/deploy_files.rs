@@ -216,7 +216,7 @@ fn the_systemd_unit_reloads_drains_and_is_hardened() {
             .iter()
             .filter(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("switchboard.service has no {k}="))
     };
     assert!(get("ExecStartPre").contains("switchboard check -c /etc/switchboard/switchboard.toml"));
@@ -289,7 +289,7 @@ fn the_containerfile_builds_release_and_runs_unprivileged() {
     let user = lines
         .iter()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER line");
     assert!(!["root", "0"].contains(&user.trim()), "runs as {user}");
 }
