@@ -63,6 +63,21 @@ fn check_expr(expr: &str, exported: &BTreeSet<String>, whence: &str) {
         "offset",
         "inf",
         "nan",
+        // Aggregation operators, which may be followed by `by (...)` before their parentheses.
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
     ];
     let b = expr.as_bytes();
     let (mut i, mut braces, mut parens_after_by) = (0, 0usize, None::<usize>);
@@ -201,7 +216,7 @@ fn the_systemd_unit_reloads_drains_and_is_hardened() {
             .iter()
             .filter(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("switchboard.service has no {k}="))
     };
     assert!(get("ExecStartPre").contains("switchboard check -c /etc/switchboard/switchboard.toml"));
@@ -274,7 +289,7 @@ fn the_containerfile_builds_release_and_runs_unprivileged() {
     let user = lines
         .iter()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER line");
     assert!(!["root", "0"].contains(&user.trim()), "runs as {user}");
 }
