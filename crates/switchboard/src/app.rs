@@ -459,7 +459,13 @@ impl Switch {
                         warn!(source = %source.addr, ?reason, suppressed, "REGISTER authentication failed");
                     }
                 }
-                let claimed = self.reg_auth.claimed_username(req.rsip());
+                // No credentials yet: the account is the AOR being registered, so a phone whose
+                // account offers only SHA-256 gets a SHA-256 challenge from the first 401. (An
+                // account with its own list is thereby visible; accounts on the default list are not.)
+                let claimed = self
+                    .reg_auth
+                    .claimed_username(req.rsip())
+                    .or_else(|| header_user(req, "To"));
                 let algs = self.credentials.algorithms_for(claimed.as_deref());
                 let challenge = self.reg_auth.challenge(now, &algs, other.is_stale());
                 self.reply_headers(now, id, 401, "Unauthorized", challenge);
@@ -995,7 +1001,10 @@ impl Switch {
                 None
             }
             other => {
-                let claimed = self.proxy_auth.claimed_username(req.rsip());
+                let claimed = self
+                    .proxy_auth
+                    .claimed_username(req.rsip())
+                    .or_else(|| header_user(req, "From"));
                 let algs = self.credentials.algorithms_for(claimed.as_deref());
                 let challenge = self.proxy_auth.challenge(now, &algs, other.is_stale());
                 self.reply_headers(now, id, 407, "Proxy Authentication Required", challenge);
@@ -1218,6 +1227,11 @@ fn describe_queue(q: &QueueRoute<'_>) -> String {
         ),
         _ => format!("hotline → queue {}", q.queue),
     }
+}
+
+/// The user part of the URI in header `name` (To, From).
+fn header_user(req: &Request, name: &str) -> Option<String> {
+    RouteUri::parse(&req.header(name)?)?.user
 }
 
 /// The caller's number: P-Asserted-Identity if the trunk sent one, else the From user.

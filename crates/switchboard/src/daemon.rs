@@ -92,6 +92,10 @@ pub fn looks_like_emergency(bytes: &[u8]) -> bool {
             .any(|n| digits.ends_with(*n))
 }
 
+/// After the last pending transaction is answered, how long a draining daemon still routes the
+/// in-dialog requests (ACK, BYE) of calls just set up before it exits.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// The longest a graceful shutdown waits for open transactions.
 const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 
@@ -206,6 +210,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     ));
     let mut out: Vec<Transmit> = Vec::with_capacity(16);
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut drained_at: Option<tokio::time::Instant> = None;
     let mut next_persist = tokio::time::Instant::now();
     let sender = Sender { udp, tcp };
 
@@ -302,9 +307,19 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         // Without dialog tracking, transactions are all a drain can wait for: an answered call's BYE
         // is routed only while its INVITE transactions linger (64·T1, RFC 6026), not later.
         if let Some(limit) = drain_until {
-            let (servers, clients) = sw.proxy.transaction_count();
-            if (servers == 0 && clients == 0) || tokio::time::Instant::now() >= limit {
-                info!(servers, clients, "drained; exiting");
+            // Done when nothing waits for an answer any more, plus a short grace for the ACKs and
+            // BYEs of calls just answered; completed transactions that only absorb retransmissions
+            // (Timer J: 32 s) do not hold the exit up. Never longer than DRAIN_LIMIT.
+            let now = tokio::time::Instant::now();
+            let pending = sw.proxy.pending_count();
+            if pending > 0 {
+                drained_at = None;
+            } else if drained_at.is_none() {
+                drained_at = Some(now);
+            }
+            if drained_at.is_some_and(|t| now >= t + DRAIN_GRACE) || now >= limit {
+                let (servers, clients) = sw.proxy.transaction_count();
+                info!(pending, servers, clients, "drained; exiting");
                 break;
             }
         }
