@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, installing what the tests need first (SIPp from Debian's sip-tester).
-# Usage: scripts/test.sh   (as root, or with sipp already installed)
+# Runs the whole test suite, installing what the tests need first (SIPp from Debian's sip-tester,
+# linphonec from linphone-cli for the SHA-256 digest test).
+# Usage: scripts/test.sh   (as root, or with sipp and linphonec already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v sipp >/dev/null 2>&1; then
-  echo "installing SIPp (sip-tester)..."
+PKGS=()
+command -v sipp >/dev/null 2>&1 || PKGS+=(sip-tester)
+command -v linphonec >/dev/null 2>&1 || PKGS+=(linphone-cli)
+if [ ${#PKGS[@]} -gt 0 ]; then
+  echo "installing ${PKGS[*]}..."
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sip-tester >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PKGS[@]}" >/dev/null
 fi
 
 echo "== format and lints"
