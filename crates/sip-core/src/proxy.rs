@@ -256,15 +256,23 @@ impl Proxy {
     /// client transactions without one. A graceful shutdown waits for these; transactions that only
     /// linger to absorb retransmissions (Timers D, I, J, K, L, M) need not hold it up.
     pub fn pending_count(&self) -> usize {
-        let servers = self.servers.values().filter(|e| !server_is_final(e)).count();
+        let servers = self
+            .servers
+            .values()
+            .filter(|e| !server_is_final(e))
+            .count();
         let clients = self
             .clients
             .values()
             .filter(|c| match &c.kind {
-                ClientKind::Invite(tx) => matches!(tx.state(), InviteClientState::Calling | InviteClientState::Proceeding),
+                ClientKind::Invite(tx) => matches!(
+                    tx.state(),
+                    InviteClientState::Calling | InviteClientState::Proceeding
+                ),
                 ClientKind::NonInvite(tx) => matches!(
                     tx.state(),
-                    crate::transaction::NonInviteClientState::Trying | crate::transaction::NonInviteClientState::Proceeding
+                    crate::transaction::NonInviteClientState::Trying
+                        | crate::transaction::NonInviteClientState::Proceeding
                 ),
             })
             .count();

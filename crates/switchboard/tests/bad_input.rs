@@ -670,3 +670,23 @@ fn sigint_exits_at_once_even_with_open_transactions() {
         d.log()
     );
 }
+
+#[test]
+fn sigterm_after_registrations_only_exits_within_a_few_seconds() {
+    // Completed REGISTER transactions linger for Timer J (32 s) to absorb retransmissions; they
+    // must not hold a graceful shutdown up.
+    let mut d = Daemon::start();
+    let port = free_port("127.0.0.39");
+    register(&d, "8016", "127.0.0.39", port, "u1");
+    let started = std::time::Instant::now();
+    d.signal("TERM");
+    let status = d
+        .wait_exit(Duration::from_secs(8))
+        .expect("the daemon did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+}
