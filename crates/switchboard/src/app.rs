@@ -536,8 +536,12 @@ impl Switch {
         };
         // An agent on a call dials the PSAP (a three-way call, then REFER with Replaces): the
         // PSAP is the caller's, and so is the identity it sees.
+        // The 12345 call the hand-off belongs to: the agent's current call when the agent dials,
+        // else this call itself (a REFER'd caller's PBX, a trunk, a PSAP).
+        let mut linked_call: Box<str> = req.meta.call_id.clone();
         if matches!(origin, Origin::Device | Origin::Agent { .. }) {
-            if let Some(e) = self.current_call_of_device(source.addr.ip(), now) {
+            if let Some((call_id, e)) = self.current_call_of_device(source.addr.ip(), now) {
+                linked_call = call_id;
                 info!(agent = %e.agent, %service, "emergency hand-off by an agent on a call: the caller's prefecture and identity");
                 caller = e.caller.clone();
                 trunk_prefecture = e.trunk_prefecture.clone();
@@ -592,7 +596,7 @@ impl Switch {
             emergency_bridge::RESOURCE_PRIORITY,
             emergency_bridge::resource_priority(service).to_owned(),
         );
-        if let Ok(v) = emergency_bridge::linkage_value(&req.meta.call_id, None) {
+        if let Ok(v) = emergency_bridge::linkage_value(&linked_call, None) {
             let _ = self
                 .proxy
                 .add_request_header(id, emergency_bridge::LINKAGE_HEADER, v);
@@ -1020,15 +1024,15 @@ impl Switch {
     }
 
     /// The answered call of the agent whose phone registered from `ip`, if any.
-    fn current_call_of_device(&self, ip: IpAddr, now: Instant) -> Option<Established> {
+    fn current_call_of_device(&self, ip: IpAddr, now: Instant) -> Option<(Box<str>, Established)> {
         self.established
-            .values()
-            .find(|e| {
+            .iter()
+            .find(|(_, e)| {
                 self.registrar
                     .lookup(&e.agent, now)
                     .any(|b| b.source.ip() == ip)
             })
-            .cloned()
+            .map(|(k, e)| (k.clone(), e.clone()))
     }
 
     /// Whether an agent's phone registered from this address (it may then be challenged).

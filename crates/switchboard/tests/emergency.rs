@@ -401,6 +401,13 @@ fn an_agent_on_a_call_dialing_120_reaches_the_callers_prefecture_with_the_caller
         p_diag.contains("P-Asserted-Identity: <tel:09725551234>"),
         "{p_diag}"
     );
+    // The linkage names the 12345 call being handed off (the caller's, from the trunk), not the
+    // agent's new call.
+    let linkage = p_diag
+        .lines()
+        .find(|l| l.starts_with("X-12345-Linkage:"))
+        .unwrap_or("");
+    assert!(linkage.contains("@127.0.0.2"), "{linkage}");
 }
 
 #[test]
