@@ -177,7 +177,17 @@ impl Switch {
                 }
                 Command::ReleaseCall { call, agent } => {
                     warn!(%call, %agent, "call released after unanswered audits");
-                    self.established.retain(|_, e| e.call != call);
+                    let gone: Vec<Box<str>> = self
+                        .established
+                        .iter()
+                        .filter(|(_, e)| e.call == call)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in gone {
+                        self.established.remove(&k);
+                        // Its BYE never came: close its CDR now rather than keep it for ever.
+                        self.cdr_bye(now, &k);
+                    }
                 }
                 Command::HangUpAgentLeg { call, agent } => {
                     // The proxy passes every 2xx upstream (RFC 3261 §16.7); the caller's side ends
