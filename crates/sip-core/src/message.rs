@@ -37,6 +37,15 @@ impl Transport {
         }
     }
 
+    /// The lower-case token (`transport=` URI parameters, the registration file).
+    pub fn as_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
     /// Parse a Via or URI transport token, case-insensitively.
     pub fn from_token(t: &str) -> Option<Transport> {
         if t.eq_ignore_ascii_case("udp") {

@@ -30,34 +30,10 @@ use rsip::headers::UntypedHeader;
 
 use crate::time::Instant;
 
-/// Transport a REGISTER came over, hence how to reach the binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP: send to `source`.
-    Udp,
-    /// TCP: reuse the connection `conn_id` while it lives (the phone is usually behind NAT).
-    Tcp,
-    /// TLS over TCP, same reuse rule as TCP.
-    Tls,
-}
-
-impl Transport {
-    /// Lower-case token used in the persistence format.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-
-    /// Parses [`Transport::as_str`]'s tokens, case-insensitively.
-    pub fn parse(token: &str) -> Option<Self> {
-        [Transport::Udp, Transport::Tcp, Transport::Tls]
-            .into_iter()
-            .find(|t| token.eq_ignore_ascii_case(t.as_str()))
-    }
-}
+/// The transport a REGISTER came over decides how to reach the binding: UDP to `source`, TCP/TLS
+/// over the connection `conn_id` while it lives. It is the message layer's type, persisted by its
+/// lower-case token.
+pub use crate::message::Transport;
 
 /// Where a REGISTER came from, as the transport layer saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1069,7 +1045,7 @@ impl BindingRecord {
             &self.call_id,
             &self.cseq.to_string(),
             &self.source.to_string(),
-            self.transport.as_str(),
+            self.transport.as_token(),
             self.path.as_deref().unwrap_or(""),
         ];
         for (i, f) in fields.iter().enumerate() {
@@ -1131,7 +1107,7 @@ impl BindingRecord {
                 call_id,
                 cseq: cseq.parse().map_err(|_| bad("cseq"))?,
                 source: source.parse().map_err(|_| bad("source"))?,
-                transport: Transport::parse(&transport).ok_or(bad("transport"))?,
+                transport: Transport::from_token(&transport).ok_or(bad("transport"))?,
                 path: (!path.is_empty()).then_some(path),
             });
         }

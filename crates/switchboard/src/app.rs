@@ -474,11 +474,7 @@ impl Switch {
         };
         let info = SourceInfo {
             addr: source.addr,
-            transport: match source.transport {
-                Transport::Udp => sip_core::registrar::Transport::Udp,
-                Transport::Tcp => sip_core::registrar::Transport::Tcp,
-                Transport::Tls => sip_core::registrar::Transport::Tls,
-            },
+            transport: source.transport,
             conn_id: source.conn,
         };
         let result = self.registrar.handle_register(now, req.rsip(), &user, info);
@@ -856,11 +852,7 @@ impl Switch {
             .lookup(user, now)
             .filter_map(|b| {
                 let uri = RouteUri::parse(&b.contact_uri)?;
-                let transport = match b.transport {
-                    sip_core::registrar::Transport::Udp => Transport::Udp,
-                    sip_core::registrar::Transport::Tcp => Transport::Tcp,
-                    sip_core::registrar::Transport::Tls => Transport::Tls,
-                };
+                let transport = b.transport;
                 // UDP: the REGISTER's source address (NAT). TCP/TLS: the phone's connection while it
                 // lives, else a new connection to its Contact address (a stream's source port is
                 // ephemeral).

@@ -10,47 +10,20 @@ const LIMIT: Duration = Duration::from_secs(40);
 
 /// Start an agent's (or a sub-center's) SIPp phone that answers `calls` calls on ip:port.
 fn phone(user: &str, ip: &str, port: u16, calls: u32) -> Sipp {
-    let p = port.to_string();
-    let n = calls.to_string();
-    let uas = sipp(
-        &format!("phone {user}"),
-        &[
-            "-sf",
-            &scenario("uas.xml"),
-            "-s",
-            user,
-            "-i",
-            ip,
-            "-p",
-            &p,
-            "-m",
-            &n,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    uas
+    uas(&format!("phone {user}"), "uas.xml", user, ip, port, calls)
 }
 
 /// Call `dialed` from the demo trunk (127.0.0.2); extra SIPp flags in `extra`.
 fn call(d: &Daemon, dialed: &str, extra: &[&str]) -> (bool, String) {
-    let tp = free_port("127.0.0.2").to_string();
-    let target = d.target();
-    let scn = scenario("uac.xml");
-    let mut args = vec![
-        &*target,
-        "-sf",
-        &scn,
-        "-s",
+    uac(
+        d,
+        &format!("call {dialed}"),
+        "uac.xml",
         dialed,
-        "-i",
         "127.0.0.2",
-        "-p",
-        &tp,
-        "-m",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    sipp(&format!("call {dialed}"), &args).finish(LIMIT)
+        extra,
+    )
+    .finish(LIMIT)
 }
 
 fn assert_answered(d: &Daemon, caller: (bool, String), phone: Sipp) -> String {

@@ -17,43 +17,18 @@ const LIMIT: Duration = Duration::from_secs(40);
 
 /// A SIPp PSAP answering `calls` calls with `scn` on ip:port.
 fn psap(ip: &str, port: u16, scn: &str, calls: u32) -> Sipp {
-    let p = port.to_string();
-    let n = calls.to_string();
-    sipp(
-        &format!("psap {ip}:{port}"),
-        &[
-            "-sf",
-            &scenario(scn),
-            "-s",
-            "psap",
-            "-i",
-            ip,
-            "-p",
-            &p,
-            "-m",
-            &n,
-        ],
-    )
+    uas(&format!("psap {ip}:{port}"), scn, "psap", ip, port, calls)
 }
 
 /// One call from the demo trunk (127.0.0.2, Xining) to `dialed`.
 fn call(d: &Daemon, dialed: &str) -> (bool, String) {
-    let tp = free_port("127.0.0.2").to_string();
-    sipp(
+    uac(
+        d,
         &format!("call {dialed}"),
-        &[
-            &d.target(),
-            "-sf",
-            &scenario("uac.xml"),
-            "-s",
-            dialed,
-            "-i",
-            "127.0.0.2",
-            "-p",
-            &tp,
-            "-m",
-            "1",
-        ],
+        "uac.xml",
+        dialed,
+        "127.0.0.2",
+        &[],
     )
     .finish(LIMIT)
 }
@@ -462,23 +437,7 @@ fn a_matter_from_110_goes_ahead_of_ordinary_callers() {
 
 /// One call to `dialed` from `ip` (a trunk or a PSAP address).
 fn caller_from(d: &Daemon, dialed: &str, ip: &str, scn: &str) -> Sipp {
-    let p = free_port(ip).to_string();
-    sipp(
-        &format!("call {dialed} from {ip}"),
-        &[
-            &d.target(),
-            "-sf",
-            &scenario(scn),
-            "-s",
-            dialed,
-            "-i",
-            ip,
-            "-p",
-            &p,
-            "-m",
-            "1",
-        ],
-    )
+    uac(d, &format!("call {dialed} from {ip}"), scn, dialed, ip, &[])
 }
 
 #[test]

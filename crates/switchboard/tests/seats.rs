@@ -9,42 +9,17 @@ use common::*;
 const LIMIT: Duration = Duration::from_secs(40);
 
 fn phone(user: &str, ip: &str, port: u16, scn: &str, calls: u32) -> Sipp {
-    let p = port.to_string();
-    let n = calls.to_string();
-    sipp(
-        &format!("phone {user}"),
-        &[
-            "-sf",
-            &scenario(scn),
-            "-s",
-            user,
-            "-i",
-            ip,
-            "-p",
-            &p,
-            "-m",
-            &n,
-        ],
-    )
+    uas(&format!("phone {user}"), scn, user, ip, port, calls)
 }
 
 fn caller(d: &Daemon, dialed: &str, scn: &str) -> Sipp {
-    let tp = free_port("127.0.0.2").to_string();
-    sipp(
+    uac(
+        d,
         &format!("caller {dialed}"),
-        &[
-            &d.target(),
-            "-sf",
-            &scenario(scn),
-            "-s",
-            dialed,
-            "-i",
-            "127.0.0.2",
-            "-p",
-            &tp,
-            "-m",
-            "1",
-        ],
+        scn,
+        dialed,
+        "127.0.0.2",
+        &[],
     )
 }
 

@@ -470,3 +470,39 @@ pub fn register(d: &Daemon, user: &str, ip: &str, port: u16, transport: &str) {
         d.log()
     );
 }
+
+/// A SIPp UAS (an agent's phone, a PSAP, a sub-center) answering `calls` calls with `scn` on
+/// ip:port, given a moment to bind.
+pub fn uas(name: &str, scn: &str, user: &str, ip: &str, port: u16, calls: u32) -> Sipp {
+    let p = port.to_string();
+    let n = calls.to_string();
+    let s = sipp(
+        name,
+        &[
+            "-sf",
+            &scenario(scn),
+            "-s",
+            user,
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            &n,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    s
+}
+
+/// One SIPp UAC call to `dialed` from `ip` (a free port there) with `scn`; `extra` adds flags.
+pub fn uac(d: &Daemon, name: &str, scn: &str, dialed: &str, ip: &str, extra: &[&str]) -> Sipp {
+    let p = free_port(ip).to_string();
+    let target = d.target();
+    let scn = scenario(scn);
+    let mut args = vec![
+        &*target, "-sf", &scn, "-s", dialed, "-i", ip, "-p", &p, "-m", "1",
+    ];
+    args.extend_from_slice(extra);
+    sipp(name, &args)
+}
