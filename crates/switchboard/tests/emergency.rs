@@ -5,7 +5,7 @@
 //! (prefectures), 127.0.1.7 fire/ambulance/traffic (services), 127.0.1.6 and .9 ambulance and .9
 //! traffic (failover), 127.0.1.4 and .9 fire stay silent (all fail), 127.0.1.5 ambulance (agent),
 //! 127.0.1.8 fire (flood), 127.0.1.2 fire (REFER hand-off), 127.0.1.2 ambulance (three-way),
-//! 127.0.1.3 traffic (queues full).
+//! 127.0.1.3 traffic (queues full), 127.0.1.3 ambulance (attended hand-off with Replaces).
 
 mod common;
 
@@ -482,4 +482,78 @@ fn an_emergency_call_connects_while_the_queues_are_full() {
     let (w_ok, w_diag) = waiting.finish(LIMIT);
     assert!(e_ok && p_ok, "{e_diag}\n{p_diag}\n--- daemon\n{}", d.log());
     assert!(w_ok, "{w_diag}");
+}
+
+#[test]
+fn an_attended_hand_off_joins_the_caller_to_the_psap_with_replaces() {
+    let d = Daemon::start();
+    // A Haibei landline (0970...) calls 12345 on the Xining trunk; the provincial agent 8010 takes
+    // it, calls 120 while the caller waits (Haibei's ambulance at 127.0.1.3:5120, the caller's
+    // prefecture), then joins the two: REFER with Replaces to the caller, whose PBX sends the
+    // replacing INVITE; the PSAP answers it and ends the agent's consultation dialog.
+    let ip = "127.0.0.54";
+    let port = free_port(ip);
+    register(&d, "8010", ip, port, "u1");
+    let p = port.to_string();
+    let agent = sipp(
+        "agent joins",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uas_attended.xml"),
+            "-s",
+            "8010",
+            "-i",
+            ip,
+            "-p",
+            &p,
+            "-m",
+            "1",
+        ],
+    );
+    let ambulance = psap("127.0.1.3", 5120, "uas_psap_replaces.xml", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let tp = free_port("127.0.0.2").to_string();
+    let (ok, diag) = sipp(
+        "Haibei caller",
+        &[
+            &d.target(),
+            "-sf",
+            &scenario("uac_attended.xml"),
+            "-s",
+            "12345",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-m",
+            "1",
+        ],
+    )
+    .finish(LIMIT);
+    let (p_ok, p_diag) = ambulance.finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    assert!(
+        ok && p_ok && a_ok,
+        "{diag}\n--- psap\n{p_diag}\n--- agent\n{a_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    // The consultation call carried the caller's identity, and the replacing INVITE reached the
+    // same PSAP with Replaces and Referred-By intact.
+    assert!(
+        p_diag.contains("P-Asserted-Identity: <tel:09705551234>"),
+        "{p_diag}"
+    );
+    let replacing = p_diag
+        .split("INVITE sip:120@127.0.1.3:5120")
+        .nth(2)
+        .unwrap_or_else(|| panic!("no second INVITE at the PSAP:\n{p_diag}"));
+    assert!(replacing.contains("Replaces: "), "{replacing}");
+    assert!(replacing.contains("Referred-By: <sip:8010@"), "{replacing}");
+    assert!(replacing.contains("From: <sip:09705551234@"), "{replacing}");
+    assert!(
+        replacing.contains("Resource-Priority: esnet."),
+        "{replacing}"
+    );
+    assert!(d.log().contains("hand-off"), "{}", d.log());
 }
