@@ -12,6 +12,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// The SQLite database file. Its directory must exist; `-wal` and `-shm` files sit beside it.
+    #[serde(default)]
     pub path: PathBuf,
     /// Records the hot path may hand over before `submit` reports the queue full. At ~400 bytes
     /// a record, the default 65,536 holds a few minutes of a provincial peak in ~25 MiB.
@@ -32,6 +33,11 @@ pub struct StoreConfig {
     /// Retries of deliveries to sub-centers.
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// The HA pair's shared PostgreSQL database (`postgresql://user@host:port/db`). When set,
+    /// every record goes there and `path` is not used; unset, the embedded SQLite file is the
+    /// store (a single node).
+    #[serde(default)]
+    pub postgres_url: Option<String>,
 }
 
 /// Backoff of outbox deliveries: `initial_backoff_ms · 2^(attempt-1)`, capped.
@@ -85,13 +91,14 @@ impl StoreConfig {
             max_batch_wait_ms: default_max_batch_wait_ms(),
             busy_timeout_ms: default_busy_timeout_ms(),
             outbox: OutboxConfig::default(),
+            postgres_url: None,
         }
     }
 
     /// Every problem with the values, not just the first, so one edit fixes them all.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
-        if self.path.as_os_str().is_empty() {
+        if self.path.as_os_str().is_empty() && self.postgres_url.is_none() {
             problems.push(ConfigProblem::EmptyPath);
         }
         if self.queue_capacity == 0 {

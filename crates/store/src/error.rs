@@ -10,6 +10,20 @@ pub enum StoreError {
     /// SQLite refused an operation (I/O error, disk full, locked past the busy timeout).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused an operation, or the connection to it is gone (the HA pair's shared
+    /// store: the other node may be taking over, or the database is down).
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// A PostgreSQL migration failed; the database stays at the previous version.
+    #[error("migration {version} ({name}) failed: {source}")]
+    PgMigration {
+        /// The version being applied.
+        version: u32,
+        /// Its name.
+        name: &'static str,
+        /// What PostgreSQL said.
+        source: postgres::Error,
+    },
     /// The database would not switch to WAL journal mode (an in-memory database, or a file
     /// system without shared memory support); without WAL, readers would block the writer.
     #[error("{path}: journal mode is {got:?}, not WAL")]

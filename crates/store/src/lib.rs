@@ -45,9 +45,11 @@ mod config;
 mod error;
 mod export;
 pub mod outbox;
+pub mod postgres;
 mod record;
 pub mod schema;
 mod sqlite;
+pub mod testing;
 mod writer;
 
 use std::time::Duration;
@@ -57,6 +59,7 @@ pub use config::{ConfigErrors, ConfigProblem, OutboxConfig, StoreConfig};
 pub use error::{StoreError, SubmitError};
 pub use export::{write_csv, write_jsonl, CDR_COLUMNS};
 pub use outbox::{Delivery, Outbox, OutboxError, OutboxScheduler};
+pub use postgres::PgBackend;
 pub use record::{
     Cdr, HistoryEntry, KvRow, KvSpace, LineMode, NewDelivery, Outcome, Record, Redacted, UnixMs,
     WorkOrder, WorkOrderIds, WorkOrderKind, WorkOrderStatus,
@@ -64,13 +67,22 @@ pub use record::{
 pub use sqlite::SqliteBackend;
 pub use writer::{CommitNotify, Store, StoreStats, Ticket, WriterConfig, WriterHandle};
 
-/// Opens the SQLite database of `config` (migrating it) and starts the writer on it.
+/// Opens the database of `config` (SQLite, or PostgreSQL when `postgres_url` is set),
+/// migrating it, and starts the writer on it.
 pub fn open(
     config: &StoreConfig,
     notify: Option<CommitNotify>,
 ) -> Result<(Store, WriterHandle), StoreError> {
-    let backend = open_reader(config)?;
+    let backend = open_backend(config)?;
     Store::spawn(backend, WriterConfig::from(config), notify)
+}
+
+/// Opens another connection to the database of `config`, whichever backend it names.
+pub fn open_backend(config: &StoreConfig) -> Result<AnyBackend, StoreError> {
+    match &config.postgres_url {
+        Some(url) => Ok(AnyBackend::Postgres(PgBackend::connect(url)?)),
+        None => Ok(AnyBackend::Sqlite(open_reader(config)?)),
+    }
 }
 
 /// Opens another connection to the database of `config`, for queries, exports or the outbox.
@@ -79,6 +91,80 @@ pub fn open_reader(config: &StoreConfig) -> Result<SqliteBackend, StoreError> {
 }
 
 /// Opens the outbox of the database of `config` on its own connection.
-pub fn open_outbox(config: &StoreConfig) -> Result<Outbox<SqliteBackend>, StoreError> {
-    Outbox::open(open_reader(config)?, config.outbox)
+pub fn open_outbox(config: &StoreConfig) -> Result<Outbox<AnyBackend>, StoreError> {
+    Outbox::open(open_backend(config)?, config.outbox)
+}
+
+/// The backend chosen in config: SQLite for a single node, PostgreSQL for the HA pair.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// The embedded file.
+    Sqlite(SqliteBackend),
+    /// The shared database.
+    Postgres(PgBackend),
+}
+
+macro_rules! each_backend {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Sqlite($b) => $e,
+            AnyBackend::Postgres($b) => $e,
+        }
+    };
+}
+
+impl StoreBackend for AnyBackend {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        each_backend!(self, b => b.commit(batch))
+    }
+    fn for_each_cdr_since(
+        &mut self,
+        since_ms: UnixMs,
+        each: &mut dyn FnMut(Cdr) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        each_backend!(self, b => b.for_each_cdr_since(since_ms, each))
+    }
+    fn cdrs_by_call_id(&mut self, call_id: &str) -> Result<Vec<Cdr>, StoreError> {
+        each_backend!(self, b => b.cdrs_by_call_id(call_id))
+    }
+    fn work_order(&mut self, id: &str) -> Result<Option<WorkOrder>, StoreError> {
+        each_backend!(self, b => b.work_order(id))
+    }
+    fn work_orders_since(
+        &mut self,
+        since_ms: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<WorkOrder>, StoreError> {
+        each_backend!(self, b => b.work_orders_since(since_ms, limit))
+    }
+    fn load_kv(&mut self, space: KvSpace, now_ms: UnixMs) -> Result<Vec<KvRow>, StoreError> {
+        each_backend!(self, b => b.load_kv(space, now_ms))
+    }
+    fn outbox_pending(&mut self, after_id: i64) -> Result<Vec<PendingDelivery>, StoreError> {
+        each_backend!(self, b => b.outbox_pending(after_id))
+    }
+    fn outbox_retry_later(
+        &mut self,
+        id: i64,
+        attempts: u32,
+        now_ms: UnixMs,
+        next_attempt_ms: UnixMs,
+    ) -> Result<(), StoreError> {
+        each_backend!(self, b => b.outbox_retry_later(id, attempts, now_ms, next_attempt_ms))
+    }
+    fn outbox_finish(
+        &mut self,
+        id: i64,
+        end: DeliveryEnd,
+        attempts: u32,
+        now_ms: UnixMs,
+    ) -> Result<(), StoreError> {
+        each_backend!(self, b => b.outbox_finish(id, end, attempts, now_ms))
+    }
+    fn outbox_backlog(&mut self) -> Result<u64, StoreError> {
+        each_backend!(self, b => b.outbox_backlog())
+    }
+    fn check_integrity(&mut self) -> Result<(), StoreError> {
+        each_backend!(self, b => b.check_integrity())
+    }
 }

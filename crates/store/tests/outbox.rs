@@ -6,10 +6,10 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::work_order;
+use common::{work_order, Db};
 use store::{
-    Delivery, NewDelivery, Outbox, Record, SqliteBackend, Store, StoreBackend, StoreConfig,
-    WorkOrderKind, WorkOrderStatus, WriterHandle,
+    Delivery, NewDelivery, Outbox, Record, Store, StoreBackend, StoreConfig, WorkOrderKind,
+    WorkOrderStatus, WriterHandle,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -50,8 +50,8 @@ impl SubCenter {
     }
 }
 
-fn setup(dir: &tempfile::TempDir) -> (StoreConfig, Store, WriterHandle) {
-    let mut cfg = StoreConfig::new(dir.path().join("store.db"));
+fn setup(db: &Db) -> (StoreConfig, Store, WriterHandle) {
+    let mut cfg = db.cfg.clone();
     cfg.outbox.initial_backoff_ms = 1_000;
     cfg.outbox.max_backoff_ms = 5 * MIN as u64;
     let (store, writer) = store::open(&cfg, None).unwrap();
@@ -79,10 +79,8 @@ fn submit_order(store: &Store, n: usize, endpoint: &str, now: i64) -> String {
     key
 }
 
-#[test]
-fn a_sub_center_down_for_an_hour_gets_everything_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, store, writer) = setup(&dir);
+fn a_sub_center_down_for_an_hour_gets_everything_once_in_order(db: Db) {
+    let (cfg, store, writer) = setup(&db);
     let mut outbox = store::open_outbox(&cfg).unwrap();
     // Tax is down from T0+5 min to T0+65 min; customs never is.
     let mut centers = BTreeMap::from([
@@ -181,7 +179,7 @@ fn a_sub_center_down_for_an_hour_gets_everything_once_in_order() {
 
     // Every order says it was delivered, in its history.
     writer.shutdown().unwrap();
-    let mut r = store::open_reader(&cfg).unwrap();
+    let mut r = store::open_backend(&cfg).unwrap();
     for key in sent.values().flatten() {
         let id = key.trim_end_matches("/create");
         let wo = r.work_order(id).unwrap().unwrap();
@@ -192,28 +190,40 @@ fn a_sub_center_down_for_an_hour_gets_everything_once_in_order() {
             ("outbox", WorkOrderStatus::Delivered)
         );
     }
-    let attempts: i64 = r
-        .connection()
-        .query_row(
-            "SELECT max(attempts) FROM outbox WHERE endpoint = ?1",
-            [TAX],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let attempts: i64 = match &mut r {
+        store::AnyBackend::Sqlite(b) => b
+            .connection()
+            .query_row(
+                "SELECT max(attempts) FROM outbox WHERE endpoint = ?1",
+                [TAX],
+                |row| row.get(0),
+            )
+            .unwrap(),
+        store::AnyBackend::Postgres(b) => {
+            let n: i32 = b
+                .client()
+                .query_one(
+                    "SELECT max(attempts) FROM outbox WHERE endpoint = $1",
+                    &[&TAX],
+                )
+                .unwrap()
+                .get(0);
+            i64::from(n)
+        }
+    };
     // 1 s doubling to the 5 min cap covers ~9 tries, then one per 5 min over the rest of the hour.
     assert!(
         (10..=25).contains(&attempts),
         "the dead endpoint was not hammered: {attempts}"
     );
 }
+both!(a_sub_center_down_for_an_hour_gets_everything_once_in_order);
 
-#[test]
-fn a_rejected_item_is_set_aside_and_does_not_block_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, store, writer) = setup(&dir);
+fn a_rejected_item_is_set_aside_and_does_not_block_the_next(db: Db) {
+    let (cfg, store, writer) = setup(&db);
     let k1 = submit_order(&store, 1, TAX, T0);
     let k2 = submit_order(&store, 2, TAX, T0);
-    let mut outbox: Outbox<SqliteBackend> = store::open_outbox(&cfg).unwrap();
+    let mut outbox: Outbox<store::AnyBackend> = store::open_outbox(&cfg).unwrap();
     let d1 = outbox.poll_delivery(T0).unwrap();
     assert_eq!(d1.idempotency_key, k1);
     assert_eq!(outbox.poll_delivery(T0), None);
@@ -228,7 +238,7 @@ fn a_rejected_item_is_set_aside_and_does_not_block_the_next() {
     assert_eq!(outbox.backlog(), 0);
     writer.shutdown().unwrap();
 
-    let mut r = store::open_reader(&cfg).unwrap();
+    let mut r = store::open_backend(&cfg).unwrap();
     let wo = r.work_order("WO-a-0001").unwrap().unwrap();
     assert_eq!(wo.status, WorkOrderStatus::Open, "back to the agents");
     assert!(wo.history.last().unwrap().note.starts_with("refused"));
@@ -237,14 +247,14 @@ fn a_rejected_item_is_set_aside_and_does_not_block_the_next() {
     let outbox = store::open_outbox(&cfg).unwrap();
     assert_eq!(outbox.backlog(), 0);
 }
+both!(a_rejected_item_is_set_aside_and_does_not_block_the_next);
 
-#[test]
-fn resubmitting_a_delivery_with_the_same_key_queues_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, store, writer) = setup(&dir);
+fn resubmitting_a_delivery_with_the_same_key_queues_it_once(db: Db) {
+    let (cfg, store, writer) = setup(&db);
     submit_order(&store, 1, TAX, T0);
     submit_order(&store, 1, TAX, T0);
     writer.shutdown().unwrap();
     let outbox = store::open_outbox(&cfg).unwrap();
     assert_eq!(outbox.backlog(), 1);
 }
+both!(resubmitting_a_delivery_with_the_same_key_queues_it_once);

@@ -1,4 +1,5 @@
-//! The writer, the records and the queries, against a real SQLite file.
+//! The writer, the records and the queries, against a real SQLite file and, for everything
+//! that is not SQLite-specific, a real PostgreSQL server too.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use common::{cdr, work_order};
+use common::{cdr, work_order, Db};
 use rusqlite::Connection;
 use store::{
     Cdr, HistoryEntry, KvRow, KvSpace, NewDelivery, Outcome, PendingDelivery, Record,
@@ -21,10 +22,23 @@ fn config(dir: &tempfile::TempDir) -> StoreConfig {
     StoreConfig::new(dir.path().join("store.db"))
 }
 
-fn count(path: &std::path::Path, table: &str) -> i64 {
+fn count_sqlite(path: &std::path::Path, table: &str) -> i64 {
     let c = Connection::open(path).unwrap();
     c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         .unwrap()
+}
+
+/// Rows in `table`, whichever backend `cfg` names.
+fn count(cfg: &StoreConfig, table: &str) -> i64 {
+    match &cfg.postgres_url {
+        None => count_sqlite(&cfg.path, table),
+        Some(url) => {
+            let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .unwrap()
+                .get(0)
+        }
+    }
 }
 
 #[test]
@@ -41,10 +55,8 @@ fn opens_in_wal_with_full_sync_at_the_latest_schema() {
     assert_eq!(b.schema_version().unwrap(), store::schema::latest_version());
 }
 
-#[test]
-fn every_record_kind_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
+fn every_record_kind_round_trips(db: Db) {
+    let cfg = db.cfg.clone();
     let (store, writer) = store::open(&cfg, None).unwrap();
 
     let mut failed = cdr(2, 2_000);
@@ -82,7 +94,7 @@ fn every_record_kind_round_trips() {
         .unwrap();
     assert!(store.wait_committed(last, WAIT));
 
-    let mut r = store::open_reader(&cfg).unwrap();
+    let mut r = store::open_backend(&cfg).unwrap();
     let mut all = Vec::new();
     r.for_each_cdr_since(0, &mut |c| {
         all.push(c);
@@ -103,11 +115,10 @@ fn every_record_kind_round_trips() {
     assert!(r.work_orders_since(3_001, 10).unwrap().is_empty());
     writer.shutdown().unwrap();
 }
+both!(every_record_kind_round_trips);
 
-#[test]
-fn snapshots_keep_agents_and_bindings_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
+fn snapshots_keep_agents_and_bindings_across_a_restart(db: Db) {
+    let cfg = db.cfg.clone();
     let row = |space, key: &str, expires_ms| KvRow {
         space,
         key: key.into(),
@@ -160,7 +171,7 @@ fn snapshots_keep_agents_and_bindings_across_a_restart() {
             .unwrap();
         writer.shutdown().unwrap();
     }
-    let mut r = store::open_reader(&cfg).unwrap();
+    let mut r = store::open_backend(&cfg).unwrap();
     let keys = |rows: Vec<KvRow>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
     assert_eq!(
         keys(r.load_kv(KvSpace::Registration, 4_999).unwrap()),
@@ -185,13 +196,12 @@ fn snapshots_keep_agents_and_bindings_across_a_restart() {
         .unwrap();
     assert!(store.wait_committed(t, WAIT));
     writer.shutdown().unwrap();
-    assert_eq!(count(&cfg.path, "kv"), 2);
+    assert_eq!(count(&cfg, "kv"), 2);
 }
+both!(snapshots_keep_agents_and_bindings_across_a_restart);
 
-#[test]
-fn concurrent_submitters_all_commit_in_batches_with_monotonic_acks() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
+fn concurrent_submitters_all_commit_in_batches_with_monotonic_acks(db: Db) {
+    let cfg = db.cfg.clone();
     let acks = Arc::new(Mutex::new(Vec::new()));
     let acks2 = acks.clone();
     let (store, writer) = store::open(
@@ -244,8 +254,9 @@ fn concurrent_submitters_all_commit_in_batches_with_monotonic_acks() {
     let acks = acks.lock().unwrap();
     assert!(acks.windows(2).all(|w| w[0] < w[1]), "acks increase");
     assert_eq!(acks.last(), Some(&(THREADS * EACH)));
-    assert_eq!(count(&cfg.path, "cdr"), (THREADS * EACH) as i64);
+    assert_eq!(count(&cfg, "cdr"), (THREADS * EACH) as i64);
 }
+both!(concurrent_submitters_all_commit_in_batches_with_monotonic_acks);
 
 /// A backend that holds its commits until the test lets them go, or fails them on demand:
 /// the disk the hot path must never wait for.
@@ -385,7 +396,7 @@ fn a_stalled_disk_fills_the_queue_and_submit_says_full_without_blocking() {
         "refused records take no sequence number"
     );
     writer.shutdown().unwrap();
-    assert_eq!(count(&cfg.path, "cdr"), 9);
+    assert_eq!(count_sqlite(&cfg.path, "cdr"), 9);
 }
 
 #[test]
@@ -413,13 +424,11 @@ fn a_failing_commit_is_retried_until_it_succeeds_and_is_never_dropped() {
     assert!(stats.healthy);
     assert!(stats.last_error.unwrap().contains("disk full"));
     writer.shutdown().unwrap();
-    assert_eq!(count(&cfg.path, "cdr"), 1);
+    assert_eq!(count_sqlite(&cfg.path, "cdr"), 1);
 }
 
-#[test]
-fn shutdown_commits_everything_accepted_and_then_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
+fn shutdown_commits_everything_accepted_and_then_refuses(db: Db) {
+    let cfg = db.cfg.clone();
     let (store, writer) = store::open(&cfg, None).unwrap();
     for i in 0..1_000 {
         store
@@ -432,15 +441,14 @@ fn shutdown_commits_everything_accepted_and_then_refuses() {
         store.submit(Record::Cdr(Box::new(cdr(0, 0)))),
         Err(SubmitError::Closed(_))
     ));
-    assert_eq!(count(&cfg.path, "cdr"), 1_000);
+    assert_eq!(count(&cfg, "cdr"), 1_000);
 }
+both!(shutdown_commits_everything_accepted_and_then_refuses);
 
-#[test]
-fn readers_see_commits_while_the_writer_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
+fn readers_see_commits_while_the_writer_writes(db: Db) {
+    let cfg = db.cfg.clone();
     let (store, writer) = store::open(&cfg, None).unwrap();
-    let mut reader = store::open_reader(&cfg).unwrap();
+    let mut reader = store::open_backend(&cfg).unwrap();
     let mut last_seen = 0;
     for round in 0..20u64 {
         let mut t = None;
@@ -465,6 +473,7 @@ fn readers_see_commits_while_the_writer_writes() {
     }
     writer.shutdown().unwrap();
 }
+both!(readers_see_commits_while_the_writer_writes);
 
 #[test]
 fn a_version_1_database_upgrades_and_keeps_its_rows() {
@@ -535,10 +544,8 @@ fn a_version_1_database_upgrades_and_keeps_its_rows() {
     r.check_integrity().unwrap();
 }
 
-#[test]
-fn exports_stream_the_same_rows_as_csv_and_jsonl() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
+fn exports_stream_the_same_rows_as_csv_and_jsonl(db: Db) {
+    let cfg = db.cfg.clone();
     let (store, writer) = store::open(&cfg, None).unwrap();
     let mut odd = cdr(7, 2_000);
     odd.line = Some("a,\"quoted\"\nline".into());
@@ -550,7 +557,7 @@ fn exports_stream_the_same_rows_as_csv_and_jsonl() {
     assert!(store.wait_committed(t, WAIT));
     writer.shutdown().unwrap();
 
-    let mut r = store::open_reader(&cfg).unwrap();
+    let mut r = store::open_backend(&cfg).unwrap();
     let mut csv = Vec::new();
     assert_eq!(store::write_csv(&mut r, 2_000, &mut csv).unwrap(), 2);
     let csv = String::from_utf8(csv).unwrap();
@@ -585,3 +592,4 @@ fn exports_stream_the_same_rows_as_csv_and_jsonl() {
     keys.sort_unstable();
     assert_eq!(keys, want, "both formats carry the same columns");
 }
+both!(exports_stream_the_same_rows_as_csv_and_jsonl);

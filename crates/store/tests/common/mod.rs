@@ -1,7 +1,9 @@
 //! Builders shared by the integration tests.
 #![allow(dead_code)]
 
-use store::{Cdr, HistoryEntry, LineMode, Outcome, WorkOrder, WorkOrderKind, WorkOrderStatus};
+use store::{
+    Cdr, HistoryEntry, LineMode, Outcome, StoreConfig, WorkOrder, WorkOrderKind, WorkOrderStatus,
+};
 
 /// A full CDR for call `n`, arriving at `arrival_ms`.
 pub fn cdr(n: u64, arrival_ms: i64) -> Cdr {
@@ -52,4 +54,51 @@ pub fn work_order(id: &str, kind: WorkOrderKind, at_ms: i64, endpoint: Option<&s
             note: "created".into(),
         }],
     }
+}
+
+/// A database for one test: a SQLite file, or a fresh PostgreSQL server (the HA pair's backend);
+/// the backend-neutral tests run against both (`both!`).
+pub struct Db {
+    pub cfg: StoreConfig,
+    _dir: tempfile::TempDir,
+    _pg: Option<store::testing::PgServer>,
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        Db {
+            cfg: StoreConfig::new(dir.path().join("store.db")),
+            _dir: dir,
+            _pg: None,
+        }
+    }
+
+    pub fn postgres() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = store::testing::PgServer::start();
+        let mut cfg = StoreConfig::new(dir.path().join("store.db"));
+        cfg.postgres_url = Some(pg.create_db("switchboard"));
+        Db {
+            cfg,
+            _dir: dir,
+            _pg: Some(pg),
+        }
+    }
+}
+
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            pub fn sqlite() {
+                super::$name(super::Db::sqlite());
+            }
+            #[test]
+            pub fn postgres() {
+                super::$name(super::Db::postgres());
+            }
+        }
+    };
 }
