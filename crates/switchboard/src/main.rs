@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             };
             let mut sc = sc.clone();
             sc.path = loaded.resolve(&sc.path);
-            let mut reader = match store::open_reader(&sc) {
+            let mut reader = match store::open_backend(&sc) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{}: {e}", sc.path.display());
