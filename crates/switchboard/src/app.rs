@@ -105,6 +105,8 @@ pub struct Switch {
     trunk_failover: Duration,
     /// New calls are refused with 503 while the daemon drains for shutdown.
     draining: bool,
+    /// HA: this node lost its database session (ha.rs): new non-emergency calls get 503.
+    fenced: bool,
     /// Set when registrations changed and the state file should be rewritten.
     pub registrations_dirty: bool,
     /// Rate limits for the warnings any stranger can trigger.
@@ -211,6 +213,7 @@ impl Switch {
             ring_timeout: Duration::from_secs(c.routing.ring_timeout_s),
             trunk_failover: Duration::from_millis(c.routing.trunk_failover_ms),
             draining: false,
+            fenced: false,
             registrations_dirty: false,
             auth_failed_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             stranger_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
@@ -238,6 +241,13 @@ impl Switch {
     /// The plan new calls use.
     pub fn plan(&self) -> &Arc<CompiledPlan> {
         &self.plan
+    }
+
+    /// HA fencing: while set, new non-emergency INVITEs get 503 (emergency calls still route).
+    pub fn set_fenced(&mut self, fenced: bool) {
+        if fenced != self.fenced {
+            self.fenced = fenced;
+        }
     }
 
     /// Stop taking new calls (graceful shutdown): new INVITEs get 503.
@@ -684,6 +694,16 @@ impl Switch {
                 503,
                 "Service Unavailable",
                 &[("Retry-After", "30")],
+            );
+            return;
+        }
+        if self.fenced && req.method() == Method::Invite {
+            self.reply(
+                now,
+                id,
+                503,
+                "Service Unavailable (database unreachable)",
+                &[("Retry-After", "5")],
             );
             return;
         }

@@ -44,6 +44,9 @@ pub struct Config {
     /// Agents allowed to register, with their digest credentials (HA1 hashes, never passwords).
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// The active/standby pair over PostgreSQL (`ha.rs`). Without it the daemon is a single node.
+    #[serde(default)]
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// SIP transport settings.

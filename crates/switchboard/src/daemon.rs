@@ -112,7 +112,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
-            let (s, w) = store::open(&sc, None)
+            // Off the runtime: the PostgreSQL client blocks (and runs its own small runtime).
+            let open_cfg = sc.clone();
+            let (s, w) = tokio::task::spawn_blocking(move || store::open(&open_cfg, None))
+                .await
+                .context("store open task")?
                 .with_context(|| format!("opening the store {}", sc.path.display()))?;
             info!(path = %sc.path.display(), "store open (CDRs)");
             (Some(s), Some(w))
@@ -155,6 +159,49 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         Err(e) => warn!(file = %state_file.display(), %e, "cannot read registration file"),
     }
 
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    if c.metrics.enabled {
+        crate::metrics::install(c.metrics.listen)
+            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
+        info!(addr = %c.metrics.listen, "metrics on http://{}/metrics", c.metrics.listen);
+    }
+
+    // The HA pair: a standby binds nothing until it holds the lock (ha.rs).
+    let mut ha = match &c.ha {
+        Some(h) => Some(crate::ha::Ha::start(h.clone()).context("starting the HA thread")?),
+        None => None,
+    };
+    if let Some(h) = &mut ha {
+        metrics::gauge!(crate::metrics::HA_ACTIVE).set(0.0);
+        info!("HA: standby until this node holds the lock");
+        loop {
+            if *h.role.borrow() == crate::ha::Role::Active {
+                break;
+            }
+            tokio::select! {
+                r = h.role.changed() => if r.is_err() { anyhow::bail!("the HA thread stopped") },
+                _ = sigterm.recv() => { info!("SIGTERM while standby: exiting"); return Ok(()); }
+                _ = sigint.recv() => { info!("SIGINT while standby: exiting"); return Ok(()); }
+            }
+        }
+        let warm = h.snapshot.borrow().clone();
+        if let Some(text) = warm {
+            match sip_core::registrar::BindingRecord::from_text(&text) {
+                Ok(records) => {
+                    let n = sw.restore_registrations(clock.now(), records);
+                    info!(
+                        restored = n,
+                        "HA: active; registrations taken over from the shared snapshot"
+                    );
+                }
+                Err(e) => warn!(%e, "HA: the shared registration snapshot is unreadable"),
+            }
+        }
+        metrics::gauge!(crate::metrics::HA_ACTIVE).set(1.0);
+    }
+    let in_ha = ha.is_some();
+
     let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     // The reserved path: emergency INVITEs never wait behind (or get dropped with) other traffic.
     let (etx, mut erx) = mpsc::channel::<Inbound>(EMERGENCY_QUEUE);
@@ -164,8 +211,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let l = l.get_ref();
         match l.transport {
             TransportName::Udp => {
-                let sock =
-                    Arc::new(bind_udp(l.addr).with_context(|| format!("binding UDP {}", l.addr))?);
+                let sock = Arc::new(
+                    bind_retrying(in_ha, || bind_udp(l.addr))
+                        .await
+                        .with_context(|| format!("binding UDP {}", l.addr))?,
+                );
                 info!(addr = %l.addr, "listening on UDP");
                 tokio::spawn(udp_receiver(
                     sock.clone(),
@@ -198,8 +248,6 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
     let writer = tokio::spawn(state_writer(state_file.clone(), persist_rx));
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let reload_requests = Arc::new(tokio::sync::Notify::new());
     let (reload_tx, mut reload_rx) = mpsc::channel::<Result<Setup, SetupErrors>>(1);
@@ -214,11 +262,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let mut next_persist = tokio::time::Instant::now();
     let sender = Sender { udp, tcp };
 
-    if c.metrics.enabled {
-        crate::metrics::install(c.metrics.listen)
-            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
-        info!(addr = %c.metrics.listen, "metrics on http://{}/metrics", c.metrics.listen);
-    }
+    let mut ha_tick = tokio::time::interval(Duration::from_millis(
+        c.ha.as_ref().map_or(1000, |h| h.heartbeat_ms.max(50)),
+    ));
+    ha_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost_lock = false;
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The rosters follow the wall clock; a tick every 30 s is ample for shifts in whole minutes.
@@ -263,6 +311,24 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 info!("SIGINT: exiting now");
                 break;
             }
+            r = role_change(&mut ha) => match r {
+                crate::ha::Role::Standby => {
+                    error!("HA: the other node holds the lock now; this node stops serving and exits");
+                    lost_lock = true;
+                    break;
+                }
+                role => {
+                    let stale = ha.as_ref().is_some_and(|h| h.heartbeat_stale());
+                    sw.set_fenced(role == crate::ha::Role::Fenced || stale);
+                    metrics::gauge!(crate::metrics::HA_ACTIVE).set(if role == crate::ha::Role::Active { 1.0 } else { 0.0 });
+                }
+            },
+            _ = ha_tick.tick(), if in_ha => {
+                if let Some(h) = &ha {
+                    let role = *h.role.borrow();
+                    sw.set_fenced(role != crate::ha::Role::Active || h.heartbeat_stale());
+                }
+            }
             _ = stats_tick.tick() => {
                 sw.publish_metrics(clock.now());
             }
@@ -299,6 +365,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         }
         if sw.registrations_dirty && tokio::time::Instant::now() >= next_persist {
             let text = export_text(&sw.registrar, clock.now());
+            if let Some(h) = &ha {
+                let _ = h.publish.try_send(text.clone());
+            }
             if persist_tx.try_send(text).is_ok() {
                 sw.registrations_dirty = false;
                 next_persist = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -341,7 +410,46 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         }
     }
     info!("switchboard stopped");
+    if lost_lock {
+        anyhow::bail!("HA: another node took the lock");
+    }
     Ok(())
+}
+
+/// The next HA role change; never resolves without HA.
+async fn role_change(ha: &mut Option<crate::ha::Ha>) -> crate::ha::Role {
+    match ha {
+        Some(h) => {
+            if h.role.changed().await.is_err() {
+                // The HA thread is gone: treat as fenced, forever.
+                std::future::pending::<()>().await;
+            }
+            let r = *h.role.borrow();
+            r
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds, and in an HA pair retries for a while: the node that held the service address may still
+/// be closing its sockets when this one takes over.
+async fn bind_retrying<T>(
+    retry: bool,
+    mut bind: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match bind() {
+            Err(e)
+                if retry
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < end =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Loads config and dialplans off the core task when asked. Requests that arrive while a load runs

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod config;
 pub mod daemon;
+pub mod ha;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;

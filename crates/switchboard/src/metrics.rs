@@ -7,6 +7,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Reloads of config and dialplans, labelled `result` = `ok` | `error`.
 pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+/// 1 while this node of an HA pair holds the lock and serves, else 0 (absent without `[ha]`).
+pub const HA_ACTIVE: &str = "switchboard_ha_active";
 /// New requests that reached the policy, by `method`.
 pub const SIP_REQUESTS: &str = "switchboard_sip_requests_total";
 /// Final responses sent upstream for those requests, by status `class` (2xx … 6xx).
@@ -56,6 +58,10 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         )?
         .install()?;
     describe_counter!(CONFIG_RELOADS, "Reloads of config and dialplans, by result");
+    describe_gauge!(
+        HA_ACTIVE,
+        "1 while this node of the HA pair holds the lock and serves"
+    );
     describe_counter!(SIP_REQUESTS, "New SIP requests handled, by method");
     describe_counter!(
         SIP_RESPONSES,

@@ -118,6 +118,55 @@ impl Daemon {
         Self::start_in(dir, config, port)
     }
 
+    /// Start on `port` without waiting for it to answer (an HA standby binds nothing until it
+    /// holds the lock); `ready` tells when it does.
+    pub fn spawn_on(port: u16, s: Settings) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("switchboard.toml");
+        std::fs::write(&config, config_text(port, &s)).unwrap();
+        copy_dialplans(dir.path(), &s.plan_edits);
+        let mut seats = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/seats.toml"),
+        )
+        .expect("deploy/seats.toml");
+        for (a, b) in &s.seat_edits {
+            seats = seats.replace(a.as_str(), b.as_str());
+        }
+        std::fs::write(dir.path().join("seats.toml"), seats).unwrap();
+        let child = spawn(&dir, &config);
+        Daemon {
+            child,
+            port,
+            dir,
+            config,
+        }
+    }
+
+    /// Whether something answers OPTIONS on the daemon's SIP address within `limit`.
+    pub fn answers_within(&self, limit: Duration) -> bool {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + limit;
+        let mut n = 0;
+        while Instant::now() < end {
+            n += 1;
+            let msg = options(
+                &self.target(),
+                sock.local_addr().unwrap(),
+                &format!("probe{n}"),
+            );
+            let _ = sock.send_to(msg.as_bytes(), self.addr());
+            let mut buf = [0u8; 4096];
+            if let Ok((len, _)) = sock.recv_from(&mut buf) {
+                if buf[..len].starts_with(b"SIP/2.0 200") {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Start again on the same folder and config (restart tests). Waits up to 10 s for the old
     /// process to exit by itself (after a signal the test sent), then kills it.
     pub fn restart(&mut self) {
