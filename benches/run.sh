@@ -4,7 +4,7 @@
 #   benches/run.sh [--target kamailio|switchboard|both] [--rates "200 500 1000 ..."]
 #                  [--duration S] [--workers N] [--number USER] [--agents N]
 #                  [--phases "calls register rss"] [--reg-rates "..."] [--reg-duration S]
-#                  [--reg-users N] [--rss-regs N] [--rss-rate R] [--rss-linger S]
+#                  [--reg-users N] [--rss-regs N] [--rss-rate R] [--rss-warmup S] [--rss-linger S]
 #                  [--switchboard-bin PATH] [--switchboard-config PATH]
 #                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR] [--no-build]
 #
@@ -35,9 +35,10 @@ REG_RATES="${BENCH_REG_RATES:-1000 2000 4000}"
 REG_DURATION="${BENCH_REG_DURATION:-5}"
 REG_USERS="${BENCH_REG_USERS:-20000}"
 RSS_REGS="${BENCH_RSS_REGS:-100000}"
-RSS_RATE="${BENCH_RSS_RATE:-4000}"
+RSS_RATE="${BENCH_RSS_RATE:-2000}"
+RSS_WARMUP="${BENCH_RSS_WARMUP:-40}" # s of REGISTER churn before the baseline (> Timer J)
 PDD_RATE="${BENCH_PDD_RATE:-auto}" # auto: half the highest rate that passed in this run
-RSS_LINGER="${BENCH_RSS_LINGER:-35}" # > Timer J (64*T1 = 32 s): finished REGISTER transactions gone
+RSS_LINGER="${BENCH_RSS_LINGER:-10}"
 PAUSE_MS="${BENCH_PAUSE_MS:-100}"
 SHM_MB="${BENCH_KAMAILIO_SHM_MB:-1024}"
 SWITCHBOARD_BIN_DEFAULT="$ROOT/target/release/switchboard"
@@ -73,6 +74,7 @@ while [[ $# -gt 0 ]]; do
 		--rss-regs) RSS_REGS="$2"; shift 2 ;;
 		--rss-rate) RSS_RATE="$2"; shift 2 ;;
 		--rss-linger) RSS_LINGER="$2"; shift 2 ;;
+		--rss-warmup) RSS_WARMUP="$2"; shift 2 ;;
 		--pdd-rate) PDD_RATE="$2"; shift 2 ;;
 		--switchboard-bin) SWITCHBOARD_BIN="$2"; shift 2 ;;
 		--switchboard-config) SWITCHBOARD_CONFIG="$2"; shift 2 ;;
@@ -96,7 +98,7 @@ esac
 for r in $RATES $REG_RATES $RSS_RATE; do
 	[[ "$r" =~ ^[0-9]+$ && "$r" -ge 1 && "$r" -le 100000 ]] || { echo "bad rate: $r" >&2; exit 2; }
 done
-for n in "$AGENTS" "$REG_USERS" "$RSS_REGS" "$REG_DURATION" "$RSS_LINGER"; do
+for n in "$AGENTS" "$REG_USERS" "$RSS_REGS" "$REG_DURATION" "$RSS_LINGER" "$RSS_WARMUP"; do
 	[[ "$n" =~ ^[0-9]+$ ]] || { echo "not a number: $n" >&2; exit 2; }
 done
 [[ "$AGENTS" -ge 1 && "$REG_USERS" -ge 1 && "$REG_DURATION" -ge 1 ]] \
@@ -394,7 +396,7 @@ RSS_TSV="$WORK/rss.tsv"
 printf 'target\tusers\tok\tpss0_kib\tpss1_kib\tpss2_kib\trss0_kib\trss2_kib\tbytes_per_reg_now\tbytes_per_reg_after_linger\n' >"$RSS_TSV"
 
 # Every process lives at most this long (the UAC run, registrations and the RSS linger fit).
-PROC_LIMIT=$((DURATION + REG_DURATION + RSS_REGS / RSS_RATE + RSS_LINGER + 300))
+PROC_LIMIT=$((DURATION + REG_DURATION + RSS_WARMUP + RSS_REGS / RSS_RATE + RSS_LINGER + 300))
 
 # tcpdump filter for the PDD rung: UDP on the bench's addresses whose payload starts "INVI" or
 # "SIP/" ... "180 ": INVITEs and 180s only, 4 datagrams per call.
@@ -434,6 +436,10 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 		STARTED_PIDS+=("$tcpd_pid")
 		for ((i = 0; i < 50; i++)); do grep -q "listening on" "$dir/tcpdump.out" 2>/dev/null && break; sleep 0.1; done
 	fi
+	# profiling hooks (README "Profiling"): run with BENCH_PROXY_PIDS = the proxy's process tree
+	if [[ -n "${BENCH_BEFORE_UAC:-}" ]]; then
+		BENCH_PROXY_PIDS="$PROXY_PID $(descendants "$PROXY_PID" | tr '\n' ' ')" bash -c "$BENCH_BEFORE_UAC" || true
+	fi
 	u0="$(udp_rcvbuf_errors)"
 	c0="$(tree_ticks "$PROXY_PID")"
 	t0="$(date +%s.%N)"
@@ -451,6 +457,9 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	t1="$(date +%s.%N)"
 	c1="$(tree_ticks "$PROXY_PID")"
 	u1="$(udp_rcvbuf_errors)"
+	if [[ -n "${BENCH_AFTER_UAC:-}" ]]; then
+		BENCH_PROXY_PIDS="$PROXY_PID $(descendants "$PROXY_PID" | tr '\n' ' ')" bash -c "$BENCH_AFTER_UAC" || true
+	fi
 	pdrops="$(socket_drops "$PROXY_ADDR" "$lport")"
 	udrops="$(socket_drops "$UAS_ADDR" "$uport")"
 	ss -Huanm "src 127.0.3.0/24" >"$dir/sockets.txt" 2>&1 || true
@@ -517,20 +526,30 @@ run_register() { # target rate
 	tail -n1 "$REG_TSV" | awk -F'\t' '{ printf "[bench]   ok %d, failed %d (%s %%) in %s s = %s/s, %s CPU-us/REGISTER\n", $4, $5, $6, $7, $8, $9 }' >&2
 }
 
-# Memory with RSS_REGS distinct registered users: PSS of the proxy's process tree before, right
-# after, and RSS_LINGER s after the last REGISTER (finished transactions linger up to Timer J).
+# Memory with RSS_REGS distinct registered users. Finished REGISTER transactions (and, for the
+# switchboard, their nonces) stay for a while (Timer J = 32 s; Kamailio's tm ~5 s), and freed heap
+# is not given back to the OS, so a bare before/after difference would count the transaction peak
+# as registration state. Hence a warm-up first: RSS_RATE REGISTERs/s for RSS_WARMUP s cycling over
+# 1,000 other users (the transaction population reaches its steady state), PSS then (before); then
+# the RSS_REGS new users at the same rate (same transaction population), PSS right after (after),
+# and again RSS_LINGER s later. bytes/registration = (after - before) / registered.
 run_rss() { # target
-	local target="$1" dir lport cport adir m0 m1 m2
+	local target="$1" dir lport cport adir m0 m1 m2 wok
 	dir="$WORK/$target-rss"
 	mkdir -p "$dir"
 	lport="$(free_udp_port "$PROXY_ADDR")"
 	cport="$(free_udp_port "$REG_ADDR")"
-	adir="$(agents_dir "$RSS_REGS")"
+	adir="$(agents_dir "$((RSS_REGS + 1000))")"
+	head -n "$((RSS_REGS + 1))" "$adir/users.csv" >"$dir/users.csv"
+	{ echo SEQUENTIAL; tail -n 1000 "$adir/users.csv"; } >"$dir/warm.csv"
 	start_proxy "$target" "$lport" "$(free_udp_port "$UAS_ADDR")" "$dir" "$adir" 0
 	sleep 2
+	log "$target: warm-up, $RSS_RATE REGISTERs/s for ${RSS_WARMUP}s over 1,000 users; PSS $(tree_mem_kib "$PROXY_PID" | cut -d' ' -f1) KiB"
+	register_users "$lport" "$REG_ADDR" "$cport" "$dir/warm.csv" "$((RSS_RATE * RSS_WARMUP))" "$RSS_RATE" "$dir" warm
+	wok="$REG_OK"
 	m0="$(tree_mem_kib "$PROXY_PID")"
-	log "$target: registering $RSS_REGS users at $RSS_RATE/s; PSS before ${m0%% *} KiB"
-	register_users "$lport" "$REG_ADDR" "$cport" "$adir/users.csv" "$RSS_REGS" "$RSS_RATE" "$dir" reg
+	log "$target: registering $RSS_REGS users at $RSS_RATE/s; PSS before ${m0%% *} KiB (warm-up: $wok ok)"
+	register_users "$lport" "$REG_ADDR" "$cport" "$dir/users.csv" "$RSS_REGS" "$RSS_RATE" "$dir" reg
 	m1="$(tree_mem_kib "$PROXY_PID")"
 	sleep "$RSS_LINGER"
 	m2="$(tree_mem_kib "$PROXY_PID")"
@@ -663,7 +682,9 @@ cp "$PDD_TSV" "$RESULTS_DIR/bench-$STAMP.pdd.tsv"
 		echo "## memory per registration"
 		echo
 		echo "$RSS_REGS distinct users REGISTER (digest) at $RSS_RATE/s. PSS of the proxy's process tree (smaps_rollup;"
-		echo "Kamailio's shm counted once) before, right after, and ${RSS_LINGER} s after (finished transactions gone)."
+		echo "Kamailio's shm counted once). 'before' = after a ${RSS_WARMUP} s warm-up of REGISTERs at the same rate over"
+		echo "1,000 other users (transaction and nonce population at steady state); 'after' = right after the last"
+		echo "new user, and ${RSS_LINGER} s later. bytes/registration = (after − before) / registered."
 		echo "The switchboard's users are configured agents (their config is in the 'before' figure)."
 		echo
 		echo "| target | users | registered | PSS before KiB | PSS after KiB | PSS +${RSS_LINGER}s KiB | bytes/registration (right after) | bytes/registration (+${RSS_LINGER}s) |"
