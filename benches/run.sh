@@ -417,13 +417,12 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 
 	# proxy first, then the agents register from the UAS's future ip:port, then the UAS
 	start_proxy "$target" "$lport" "$uport" "$dir" "$adir" 1
-	register_users "$lport" "$UAS_ADDR" "$uport" "$adir/users.csv" "$AGENTS" 2000 "$dir" register
+	register_users "$lport" "$UAS_ADDR" "$uport" "$adir/users.csv" "$AGENTS" 1000 "$dir" register
 	if [[ "$REG_FAILED" -ne 0 ]]; then
-		log "$target: $REG_FAILED of $AGENTS agent REGISTERs failed, see $dir/register*"
-		stop_proxy "$target"
-		return 1
+		# the rung still runs (with fewer agents logged in); the report's failed calls will show it
+		log "$target: WARNING: $REG_FAILED of $AGENTS agent REGISTERs failed, see $dir/register*"
 	fi
-	log "$target: registered $AGENTS agents from $UAS_ADDR:$uport in $REG_WALL s"
+	log "$target: registered $REG_OK of $AGENTS agents from $UAS_ADDR:$uport in $REG_WALL s"
 	start_uas "$uport" "$dir"
 	sleep 1 # let the proxy finish forking and settle
 
@@ -435,6 +434,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 		tcpd_pid=$!
 		STARTED_PIDS+=("$tcpd_pid")
 		for ((i = 0; i < 50; i++)); do grep -q "listening on" "$dir/tcpdump.out" 2>/dev/null && break; sleep 0.1; done
+		sleep 1 # "listening on" comes before the filter is in place on a loaded machine
 	fi
 	# profiling hooks (README "Profiling"): run with BENCH_PROXY_PIDS = the proxy's process tree
 	if [[ -n "${BENCH_BEFORE_UAC:-}" ]]; then
