@@ -676,6 +676,7 @@ cp "$PDD_TSV" "$RESULTS_DIR/bench-$STAMP.pdd.tsv"
 				for (t in nc) printf "%s: highest offered REGISTER rate with < 0.1 %% failed: **%d/s** (achieved %s/s)\n", t, best[t], (got[t] == "" ? "n/a" : got[t])
 				if (best["kamailio"] > 0 && best["switchboard"] != "") printf "ratio sb/kam: %.2f\n", best["switchboard"] / best["kamailio"]
 			}' "$REG_TSV"
+		echo "(the ladder bounds both: a target passing the top rate may go higher)"
 	fi
 	if has_phase rss && [[ "$RSS_REGS" -gt 0 ]]; then
 		echo
