@@ -429,7 +429,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	log "$target: $rate calls/s x ${DURATION}s = $calls calls (proxy $PROXY_ADDR:$lport pid $PROXY_PID, UAS $UAS_ADDR:$uport)"
 	local u0 u1 pdrops udrops i
 	if [[ "$pdd" == 1 ]]; then
-		(exec timeout -k 5 "$((DURATION + 90))" tcpdump -i lo -n -s 1200 -B 65536 -U \
+		(exec timeout -k 5 "$((DURATION + 90))" tcpdump -i lo -n -s 1200 -B 65536 -U --immediate-mode \
 			-w "$dir/pdd.pcap" "$PDD_FILTER" >"$dir/tcpdump.out" 2>&1 </dev/null) &
 		tcpd_pid=$!
 		STARTED_PIDS+=("$tcpd_pid")
@@ -468,6 +468,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	stop_proxy "$target"
 	stop_pid "$UAS_PID"; forget_pid "$UAS_PID"
 	if [[ -n "$tcpd_pid" ]]; then
+		sleep 1 # let tcpdump read what the kernel still holds before it is stopped
 		stop_pid "$tcpd_pid" INT; forget_pid "$tcpd_pid"
 		local okp dropped res
 		okp="$(csv_field "$dir/uac_stats.csv" 'SuccessfulCall(C)')"
