@@ -2,18 +2,22 @@
 # Macro benchmark: a stateful SIP proxy between a SIPp UAC and a SIPp UAS on loopback.
 #
 #   benches/run.sh [--target kamailio|switchboard|both] [--rates "200 500 1000 ..."]
-#                  [--duration S] [--workers N] [--number USER]
+#                  [--duration S] [--workers N] [--number USER] [--agents N]
+#                  [--phases "calls register rss"] [--reg-rates "..."] [--reg-duration S]
+#                  [--reg-users N] [--rss-regs N] [--rss-rate R] [--rss-warmup S] [--rss-linger S]
 #                  [--switchboard-bin PATH] [--switchboard-config PATH]
 #                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR] [--no-build]
 #
-# For every target and every rate of the ladder it starts a fresh SIPp UAS, a fresh proxy,
-# then a SIPp UAC that places rate*duration calls at that rate (bounded by -m, SIPp's own
-# -timeout and an outer `timeout`). It reports successful/failed calls and the proxy's CPU
-# time (utime+stime of the whole process tree, from /proc) per successful call.
+# Phase `calls`: for every target and every rate of the ladder it starts a fresh proxy, registers
+# --agents agents (digest) from the UAS's ip:port, starts the SIPp UAS there, then a SIPp UAC that
+# dials the merge-line NUMBER rate*duration times at that rate (bounded by -m, SIPp's own -timeout
+# and an outer `timeout`). It reports successful/failed calls, the proxy's CPU time (utime+stime
+# of the whole process tree, from /proc) per successful call, and post-dial delay p50/p99.
+# Phase `register`: digest-authenticated REGISTERs at each --reg-rates rate. Phase `rss`: memory
+# (PSS of the proxy's process tree) before and after --rss-regs distinct users register.
 # The switchboard target defaults to target/release/switchboard (built by cargo first, unless
-# --no-build or another binary/command is given) and benches/switchboard.bench.toml; in each
-# rung the UAS's ip:port first REGISTERs as agent NUMBER (digest), then the UAS starts there.
-# See benches/README.md for the switchboard interface.
+# --no-build or another binary/command is given) and benches/switchboard.bench.toml.
+# See benches/README.md.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,25 +27,37 @@ TARGET=kamailio
 RATES="200 500 1000 2000 3000"
 DURATION=10
 WORKERS="${BENCH_WORKERS:-2}"
-NUMBER="${BENCH_NUMBER:-12345}"
+NUMBER="${BENCH_NUMBER:-12331}" # a full-merge legacy line of dialplans/qinghai.toml
+AGENTS="${BENCH_AGENTS:-2000}"   # agents registered from the UAS's ip:port in each call rung
+AGENT_FIRST=800000               # agent users are AGENT_FIRST.. (benches/gen_agents.py)
+PHASES="${BENCH_PHASES:-calls pdd register rss}"
+REG_RATES="${BENCH_REG_RATES:-1000 2000 4000}"
+REG_DURATION="${BENCH_REG_DURATION:-5}"
+REG_USERS="${BENCH_REG_USERS:-20000}"
+RSS_REGS="${BENCH_RSS_REGS:-100000}"
+RSS_RATE="${BENCH_RSS_RATE:-2000}"
+RSS_WARMUP="${BENCH_RSS_WARMUP:-40}" # s of REGISTER churn before the baseline (> Timer J)
+PDD_RATE="${BENCH_PDD_RATE:-auto}" # auto: half the highest rate that passed in this run
+RSS_LINGER="${BENCH_RSS_LINGER:-10}"
 PAUSE_MS="${BENCH_PAUSE_MS:-100}"
 SHM_MB="${BENCH_KAMAILIO_SHM_MB:-1024}"
 SWITCHBOARD_BIN_DEFAULT="$ROOT/target/release/switchboard"
 SWITCHBOARD_BIN="${SWITCHBOARD_BIN:-$SWITCHBOARD_BIN_DEFAULT}"
 SWITCHBOARD_CONFIG="${SWITCHBOARD_CONFIG:-}"
 SWITCHBOARD_CMD="${SWITCHBOARD_CMD:-}"
-# The agent account the SIPp UAS registers as (user = NUMBER) before the load, and the realm.
+# The digest realm of the generated agents (password bench-<user>, benches/gen_agents.py).
 SB_REALM="${BENCH_SWITCHBOARD_REALM:-12345.qh}"
-SB_PASSWORD="${BENCH_SWITCHBOARD_PASSWORD:-}" # default bench-<NUMBER>, set after the options
-SB_REGISTER="${BENCH_SWITCHBOARD_REGISTER:-1}"
+
+
 BUILD="${BENCH_BUILD:-1}"
 RESULTS_DIR="${BENCH_RESULTS_DIR:-$HERE/results}"
 
 PROXY_ADDR=127.0.3.1
 UAS_ADDR=127.0.3.2
 UAC_ADDR=127.0.3.3
+REG_ADDR=127.0.3.4 # REGISTER load (not the trunk address)
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -50,6 +66,16 @@ while [[ $# -gt 0 ]]; do
 		--duration) DURATION="$2"; shift 2 ;;
 		--workers) WORKERS="$2"; shift 2 ;;
 		--number) NUMBER="$2"; shift 2 ;;
+		--agents) AGENTS="$2"; shift 2 ;;
+		--phases) PHASES="$2"; shift 2 ;;
+		--reg-rates) REG_RATES="$2"; shift 2 ;;
+		--reg-duration) REG_DURATION="$2"; shift 2 ;;
+		--reg-users) REG_USERS="$2"; shift 2 ;;
+		--rss-regs) RSS_REGS="$2"; shift 2 ;;
+		--rss-rate) RSS_RATE="$2"; shift 2 ;;
+		--rss-linger) RSS_LINGER="$2"; shift 2 ;;
+		--rss-warmup) RSS_WARMUP="$2"; shift 2 ;;
+		--pdd-rate) PDD_RATE="$2"; shift 2 ;;
 		--switchboard-bin) SWITCHBOARD_BIN="$2"; shift 2 ;;
 		--switchboard-config) SWITCHBOARD_CONFIG="$2"; shift 2 ;;
 		--switchboard-cmd) SWITCHBOARD_CMD="$2"; shift 2 ;;
@@ -69,17 +95,28 @@ esac
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 && "$DURATION" -le 600 ]] \
 	|| { echo "--duration must be 1..600 seconds" >&2; exit 2; }
 [[ "$WORKERS" =~ ^[0-9]+$ && "$WORKERS" -ge 1 ]] || { echo "--workers must be >= 1" >&2; exit 2; }
-for r in $RATES; do
+for r in $RATES $REG_RATES $RSS_RATE; do
 	[[ "$r" =~ ^[0-9]+$ && "$r" -ge 1 && "$r" -le 100000 ]] || { echo "bad rate: $r" >&2; exit 2; }
 done
+for n in "$AGENTS" "$REG_USERS" "$RSS_REGS" "$REG_DURATION" "$RSS_LINGER" "$RSS_WARMUP"; do
+	[[ "$n" =~ ^[0-9]+$ ]] || { echo "not a number: $n" >&2; exit 2; }
+done
+[[ "$AGENTS" -ge 1 && "$REG_USERS" -ge 1 && "$REG_DURATION" -ge 1 ]] \
+	|| { echo "--agents, --reg-users and --reg-duration must be >= 1" >&2; exit 2; }
+for ph in $PHASES; do
+	[[ "$ph" == calls || "$ph" == pdd || "$ph" == register || "$ph" == rss ]] \
+		|| { echo "--phases takes calls, pdd, register, rss" >&2; exit 2; }
+done
+[[ "$PDD_RATE" == auto || "$PDD_RATE" =~ ^[0-9]+$ ]] || { echo "--pdd-rate: auto or calls/s" >&2; exit 2; }
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 
-for tool in sipp timeout pgrep ss python3; do
+for tool in sipp timeout pgrep ss python3 $(has_phase pdd && echo tcpdump); do
 	command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 2; }
 done
 if [[ " ${TARGETS[*]} " == *" kamailio "* ]]; then
 	command -v kamailio >/dev/null || { echo "missing kamailio (apt-get install -y kamailio)" >&2; exit 2; }
 fi
-SB_PASSWORD="${SB_PASSWORD:-bench-$NUMBER}"
+
 if [[ " ${TARGETS[*]} " == *" switchboard "* && -z "$SWITCHBOARD_CMD" ]]; then
 	if [[ "$BUILD" == 1 && "$SWITCHBOARD_BIN" == "$SWITCHBOARD_BIN_DEFAULT" ]]; then
 		command -v cargo >/dev/null || { echo "missing cargo (or pass --no-build / --switchboard-bin)" >&2; exit 2; }
@@ -93,9 +130,6 @@ if [[ " ${TARGETS[*]} " == *" switchboard "* ]]; then
 	SWITCHBOARD_CONFIG="${SWITCHBOARD_CONFIG:-$HERE/switchboard.bench.toml}"
 	[[ -f "$SWITCHBOARD_CONFIG" ]] \
 		|| { echo "switchboard config template not found: $SWITCHBOARD_CONFIG (see README)" >&2; exit 2; }
-fi
-if [[ " ${TARGETS[*]} " == *" switchboard "* && "$SB_REGISTER" == 1 ]]; then
-	[[ -f "$ROOT/tests/sipp/register.xml" ]] || { echo "missing $ROOT/tests/sipp/register.xml" >&2; exit 2; }
 fi
 
 WORK="$(mktemp -d /tmp/switchboard-bench.XXXXXX)"
@@ -199,9 +233,10 @@ start_uas() { # port logdir -> sets UAS_PID
 start_kamailio() { # listen_port uas_port dir -> sets PROXY_PID
 	local lport="$1" uport="$2" dir="$3"
 	mkdir -p "$dir/run"
-	(cd "$dir" && exec timeout -k 5 "$((DURATION + 120))" \
+	(cd "$dir" && exec timeout -k 5 "$PROC_LIMIT" \
 		kamailio -f "$HERE/kamailio/kamailio.cfg" -DD -E \
 		-l "udp:$PROXY_ADDR:$lport" -n "$WORKERS" \
+		-A "MERGE_NUMBER=\"$NUMBER\"" -A "AGENT_USER=\"$AGENT_FIRST\"" -A "REALM=\"$SB_REALM\"" \
 		-A "UAS_URI=\"sip:$UAS_ADDR:$uport\"" \
 		-m "$SHM_MB" -M 8 -Y "$dir/run" -P "$dir/run/kamailio.pid" \
 		>"$dir/proxy.out" 2>&1 </dev/null) &
@@ -213,27 +248,28 @@ start_kamailio() { # listen_port uas_port dir -> sets PROXY_PID
 # The switchboard target. The command runs in the foreground (no daemonizing), under bash,
 # with these variables exported:
 #   BENCH_LISTEN_ADDR BENCH_LISTEN_PORT BENCH_LISTEN   where the proxy must listen (UDP)
-#   BENCH_UAS_ADDR BENCH_UAS_PORT BENCH_UAS            where calls to BENCH_NUMBER go
+#   BENCH_UAS_ADDR BENCH_UAS_PORT BENCH_UAS            the UAS (where the agents register from)
 #   BENCH_NUMBER BENCH_WORKERS BENCH_TMPDIR            dialled user part, workers, scratch dir
 #   BENCH_ROOT                                         the repository root (the command's cwd
 #                                                      is BENCH_TMPDIR, so use absolute paths)
 #   SWITCHBOARD_BIN SWITCHBOARD_CONFIG                 binary; rendered config (see below)
 # If --switchboard-config is given, that file is treated as a template: the tokens
-# @LISTEN_ADDR@ @LISTEN_PORT@ @UAS_ADDR@ @UAS_PORT@ @NUMBER@ @WORKERS@ @TMPDIR@ are replaced
-# and SWITCHBOARD_CONFIG points at the rendered copy in the run's temp dir; so are @REALM@
-# (BENCH_SWITCHBOARD_REALM, default 12345.qh) and @HA1_MD5@ = MD5(NUMBER:REALM:PASSWORD) with
-# PASSWORD = BENCH_SWITCHBOARD_PASSWORD (default bench-NUMBER), for the agent the UAS registers as.
+# @LISTEN_ADDR@ @LISTEN_PORT@ @UAS_ADDR@ @UAS_PORT@ @NUMBER@ @WORKERS@ @TMPDIR@ @ROOT@ @REALM@
+# are replaced, @SEATS@ becomes `seats_file = "<dir>/seats.toml"` (calls phase) or nothing, the
+# generated agents (agents.toml of benches/gen_agents.py) are appended, and SWITCHBOARD_CONFIG
+# points at the rendered copy in the rung's temp dir.
 # Default command: "$SWITCHBOARD_BIN" run -c "$SWITCHBOARD_CONFIG"
-start_switchboard() { # listen_port uas_port dir -> sets PROXY_PID
-	local lport="$1" uport="$2" dir="$3" cfg="" cmd
+start_switchboard() { # listen_port uas_port dir agents_dir with_seats(0|1) -> sets PROXY_PID
+	local lport="$1" uport="$2" dir="$3" adir="$4" seats="$5" cfg="" cmd seats_line=""
+	if [[ "$seats" == 1 ]]; then seats_line="seats_file = \"$adir/seats.toml\""; fi
 	if [[ -n "$SWITCHBOARD_CONFIG" ]]; then
 		cfg="$dir/switchboard.conf"
 		sed -e "s|@LISTEN_ADDR@|$PROXY_ADDR|g" -e "s|@LISTEN_PORT@|$lport|g" \
 			-e "s|@UAS_ADDR@|$UAS_ADDR|g" -e "s|@UAS_PORT@|$uport|g" \
 			-e "s|@NUMBER@|$NUMBER|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@TMPDIR@|$dir|g" \
-			-e "s|@ROOT@|$ROOT|g" \
-			-e "s|@REALM@|$SB_REALM|g" -e "s|@HA1_MD5@|$(ha1_md5 "$NUMBER" "$SB_REALM" "$SB_PASSWORD")|g" \
+			-e "s|@ROOT@|$ROOT|g" -e "s|@REALM@|$SB_REALM|g" -e "s|@SEATS@|$seats_line|g" \
 			"$SWITCHBOARD_CONFIG" >"$cfg"
+		cat "$adir/agents.toml" >>"$cfg"
 	fi
 	cmd="${SWITCHBOARD_CMD:-exec \"\$SWITCHBOARD_BIN\" run -c \"\$SWITCHBOARD_CONFIG\"}"
 	(cd "$dir" &&
@@ -242,39 +278,73 @@ start_switchboard() { # listen_port uas_port dir -> sets PROXY_PID
 			BENCH_UAS_PORT="$uport" BENCH_UAS="$UAS_ADDR:$uport" BENCH_NUMBER="$NUMBER" \
 			BENCH_WORKERS="$WORKERS" BENCH_TMPDIR="$dir" BENCH_ROOT="$ROOT" \
 			SWITCHBOARD_BIN="$SWITCHBOARD_BIN" SWITCHBOARD_CONFIG="$cfg" &&
-		exec timeout -k 5 "$((DURATION + 120))" bash -c "$cmd" \
+		exec timeout -k 5 "$PROC_LIMIT" bash -c "$cmd" \
 		>"$dir/proxy.out" 2>&1 </dev/null) &
 	PROXY_PID=$!
 	STARTED_PIDS+=("$PROXY_PID")
-	wait_udp_listen "$PROXY_ADDR" "$lport" "$PROXY_PID" || { log "switchboard did not come up, see $dir/proxy.out"; return 1; }
+	# 100,000 configured agents take a while to load: allow 60 s
+	local i
+	for ((i = 0; i < 6; i++)); do
+		wait_udp_listen "$PROXY_ADDR" "$lport" "$PROXY_PID" && return 0
+		kill -0 "$PROXY_PID" 2>/dev/null || break
+	done
+	log "switchboard did not come up, see $dir/proxy.out"
+	return 1
 }
 
-ha1_md5() { # user realm password
-	python3 -c 'import hashlib, sys; print(hashlib.md5(":".join(sys.argv[1:4]).encode()).hexdigest())' "$@"
+start_proxy() { # target listen_port uas_port dir agents_dir with_seats
+	if [[ "$1" == switchboard ]]; then start_switchboard "$2" "$3" "$4" "$5" "$6"; else start_kamailio "$2" "$3" "$4"; fi
 }
 
-# The switchboard routes a trunk call to the dialled agent's registered contact, so the UAS's
-# ip:port must be registered first: SIPp runs tests/sipp/register.xml (REGISTER, 401, REGISTER with
-# digest credentials, 200) bound to that very ip:port, exits, and the UAS then binds it. The
-# registrar records the REGISTER's source address, which is where the INVITEs will go.
-register_agent() { # listen_port uas_port dir
-	local lport="$1" uport="$2" dir="$3" pid rc=0
-	(cd "$dir" && exec timeout -k 5 20 \
-		sipp -sf "$ROOT/tests/sipp/register.xml" -i "$UAS_ADDR" -p "$uport" -t u1 \
-		-s "$NUMBER" -au "$NUMBER" -ap "$SB_PASSWORD" -m 1 \
-		-recv_timeout 5000 -timeout 15 -nostdin \
-		-trace_msg -message_file "$dir/register_msgs.log" \
-		-trace_err -error_file "$dir/register_errors.log" \
-		"$PROXY_ADDR:$lport" >"$dir/register.out" 2>&1 </dev/null) &
+stop_proxy() { # target
+	# the switchboard drains open transactions on TERM (up to 40 s); INT is its fast stop.
+	# `timeout` passes either signal on to the proxy.
+	if [[ "$1" == switchboard ]]; then stop_pid "$PROXY_PID" INT; else stop_pid "$PROXY_PID"; fi
+	forget_pid "$PROXY_PID"
+}
+
+# The agent population for COUNT users (cached per count in the work dir).
+agents_dir() { # count
+	local d="$WORK/agents-$1"
+	[[ -f "$d/users.csv" ]] || python3 "$HERE/gen_agents.py" "$d" "$1" "$AGENT_FIRST" "$SB_REALM" 12345-province --seats
+	echo "$d"
+}
+
+# SIPp runs benches/scenarios/register.xml (REGISTER, 401, REGISTER with digest credentials, 200)
+# for `count` users of the injection file, bound to addr:port, at `rate` per second. The registrar
+# records the REGISTER's Contact/source, i.e. that ip:port. Sets REG_OK, REG_FAILED, REG_WALL;
+# the stats CSV and rtt file are left in `dir` (prefix `name`).
+register_users() { # proxy_port addr port users_csv count rate dir name
+	local lport="$1" addr="$2" port="$3" csv="$4" count="$5" rate="$6" dir="$7" name="$8" pid rc=0 t0 t1
+	t0="$(date +%s.%N)"
+	(cd "$dir" && exec timeout -k 5 "$((count / rate + 60))" \
+		sipp -sf "$HERE/scenarios/register.xml" -i "$addr" -p "$port" -t u1 \
+		-inf "$csv" -m "$count" -r "$rate" -rp 1000 -l "$((rate * 2 + 100))" \
+		-recv_timeout 10000 -timeout "$((count / rate + 45))" -nostdin -trace_rtt -rtt_freq 1 \
+		-trace_stat -stf "$dir/$name-stats.csv" -fd 1 \
+		-trace_err -error_file "$dir/$name-errors.log" \
+		"$PROXY_ADDR:$lport" >"$dir/$name.out" 2>&1 </dev/null) &
 	pid=$!
 	STARTED_PIDS+=("$pid")
 	wait "$pid" || rc=$?
 	forget_pid "$pid"
-	if [[ "$rc" -ne 0 ]]; then
-		log "REGISTER of $NUMBER from $UAS_ADDR:$uport failed (SIPp exit $rc), see $dir/register_msgs.log"
-		return 1
-	fi
-	log "registered $NUMBER -> $UAS_ADDR:$uport"
+	t1="$(date +%s.%N)"
+	REG_OK="$(csv_field "$dir/$name-stats.csv" 'SuccessfulCall(C)')"
+	REG_FAILED=$((count - REG_OK))
+	REG_WALL="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+	[[ "$rc" -le 1 ]] || log "  SIPp REGISTER exit code $rc (see $dir/$name.out)"
+}
+
+# Proportional set size of a process tree in KiB (shared memory such as Kamailio's shm counted
+# once, split among the processes that touch it), and plain RSS summed (double counts shm).
+tree_mem_kib() { # pid -> "pss rss"
+	local p pss=0 rss=0 a b
+	for p in "$1" $(descendants "$1"); do
+		a="$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)" || true
+		b="$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)" || true
+		pss=$((pss + ${a:-0})); rss=$((rss + ${b:-0}))
+	done
+	echo "$pss $rss"
 }
 
 # Host-wide UDP receive-buffer overflows (/proc/net/snmp Udp RcvbufErrors): datagrams the kernel
@@ -294,36 +364,82 @@ csv_field() { # file column-name
 		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
 		{ last = $0 }
 		END { if (!c || last == "") { print 0; exit } split(last, f, ";"); print f[c] + 0 }
-	' "$1"
+	' "$1" 2>/dev/null || echo 0
+}
+
+# Percentiles of one response-time distribution from SIPp -trace_rtt files
+# (lines `date_ms;response_time_ms;rtd_no`): prints "n p50_ms p99_ms".
+rtt_pct() { # rtd_no files...
+	local no="$1"; shift
+	python3 - "$no" "$@" <<'PY'
+import sys
+no, vals = sys.argv[1], []
+for fn in sys.argv[2:]:
+    for line in open(fn):
+        f = line.strip().split(";")
+        if len(f) >= 3 and f[2] == no:
+            try:
+                vals.append(float(f[1]))
+            except ValueError:
+                pass
+vals.sort()
+pct = lambda q: vals[min(len(vals) - 1, int(q * len(vals)))]
+print(len(vals), "%.3f" % pct(0.5) if vals else "n/a", "%.3f" % pct(0.99) if vals else "n/a")
+PY
 }
 
 RESULTS_TSV="$WORK/results.tsv"
-printf 'target\trate\tcalls\tcreated\tok\tsipp_failed\tfailed\tfail_pct\tcpu_s\tcpu_us_per_call\twall_s\tudp_rcvbuf_errors\tproxy_sock_drops\tuas_sock_drops\n' >"$RESULTS_TSV"
+printf 'target\trate\tcalls\tcreated\tok\tsipp_failed\tfailed\tfail_pct\tcpu_s\tcpu_us_per_call\twall_s\tudp_rcvbuf_errors\tproxy_sock_drops\tuas_sock_drops\tpdd_n\tpdd_p50_ms\tpdd_p99_ms\tans_p50_ms\tans_p99_ms\n' >"$RESULTS_TSV"
+REG_TSV="$WORK/register.tsv"
+printf 'target\trate\toffered\tok\tfailed\tfail_pct\twall_s\tok_per_s\tcpu_us_per_reg\tp50_ms\tp99_ms\n' >"$REG_TSV"
+RSS_TSV="$WORK/rss.tsv"
+printf 'target\tusers\tok\tpss0_kib\tpss1_kib\tpss2_kib\trss0_kib\trss2_kib\tbytes_per_reg_now\tbytes_per_reg_after_linger\n' >"$RSS_TSV"
 
-run_one() { # target rate
-	local target="$1" rate="$2" dir lport uport cport calls t0 t1 c0 c1 rc=0
+# Every process lives at most this long (the UAC run, registrations and the RSS linger fit).
+PROC_LIMIT=$((DURATION + REG_DURATION + RSS_WARMUP + RSS_REGS / RSS_RATE + RSS_LINGER + 300))
+
+# tcpdump filter for the PDD rung: UDP on the bench's addresses whose payload starts "INVI" or
+# "SIP/" ... "180 ": INVITEs and 180s only, 4 datagrams per call.
+PDD_FILTER='udp and net 127.0.3.0/24 and (udp[8:4] = 0x494e5649 or (udp[8:4] = 0x5349502f and udp[16:4] = 0x31383020))'
+PDD_TSV="$WORK/pdd.tsv"
+printf 'target\trate\tfail_pct\tn\tadded_p50_ms\tadded_p99_ms\tadded_max_ms\tn_whole\twhole_p50_ms\twhole_p99_ms\twhole_max_ms\tagents\tcapture_dropped\n' >"$PDD_TSV"
+
+run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CPU]
+	local target="$1" rate="$2" pdd="${3:-0}" dir lport uport cport calls t0 t1 c0 c1 rc=0 adir tcpd_pid=""
 	dir="$WORK/$target-$rate"
+	[[ "$pdd" == 1 ]] && dir="$WORK/$target-pdd-$rate"
 	mkdir -p "$dir"
 	calls=$((rate * DURATION))
 	uport="$(free_udp_port "$UAS_ADDR")"
 	lport="$(free_udp_port "$PROXY_ADDR")"
 	cport="$(free_udp_port "$UAC_ADDR")"
+	adir="$(agents_dir "$AGENTS")"
 
-	if [[ "$target" == switchboard ]]; then
-		# proxy first, then the agent (the UAS's future ip:port) registers, then the UAS
-		start_switchboard "$lport" "$uport" "$dir"
-		if [[ "$SB_REGISTER" == 1 ]]; then
-			register_agent "$lport" "$uport" "$dir"
-		fi
-		start_uas "$uport" "$dir"
-	else
-		start_uas "$uport" "$dir"
-		"start_$target" "$lport" "$uport" "$dir"
+	# proxy first, then the agents register from the UAS's future ip:port, then the UAS
+	start_proxy "$target" "$lport" "$uport" "$dir" "$adir" 1
+	register_users "$lport" "$UAS_ADDR" "$uport" "$adir/users.csv" "$AGENTS" 1000 "$dir" register
+	if [[ "$REG_FAILED" -ne 0 ]]; then
+		# the rung still runs (with fewer agents logged in); the report's failed calls will show it
+		log "$target: WARNING: $REG_FAILED of $AGENTS agent REGISTERs failed, see $dir/register*"
 	fi
+	log "$target: registered $REG_OK of $AGENTS agents from $UAS_ADDR:$uport in $REG_WALL s"
+	start_uas "$uport" "$dir"
 	sleep 1 # let the proxy finish forking and settle
 
 	log "$target: $rate calls/s x ${DURATION}s = $calls calls (proxy $PROXY_ADDR:$lport pid $PROXY_PID, UAS $UAS_ADDR:$uport)"
-	local u0 u1 pdrops udrops
+	local u0 u1 pdrops udrops i
+	if [[ "$pdd" == 1 ]]; then
+		(exec timeout -k 5 "$((DURATION + 90))" tcpdump -i lo -n -s 1200 -B 65536 -U --immediate-mode \
+			-w "$dir/pdd.pcap" "$PDD_FILTER" >"$dir/tcpdump.out" 2>&1 </dev/null) &
+		tcpd_pid=$!
+		STARTED_PIDS+=("$tcpd_pid")
+		for ((i = 0; i < 50; i++)); do grep -q "listening on" "$dir/tcpdump.out" 2>/dev/null && break; sleep 0.1; done
+		sleep 1 # "listening on" comes before the filter is in place on a loaded machine
+	fi
+	# profiling hooks (README "Profiling"): run with BENCH_PROXY_PIDS = the proxy's process tree
+	if [[ -n "${BENCH_BEFORE_UAC:-}" ]]; then
+		BENCH_PROXY_PIDS="$PROXY_PID $(descendants "$PROXY_PID" | tr '\n' ' ')" bash -c "$BENCH_BEFORE_UAC" || true
+	fi
 	u0="$(udp_rcvbuf_errors)"
 	c0="$(tree_ticks "$PROXY_PID")"
 	t0="$(date +%s.%N)"
@@ -331,7 +447,7 @@ run_one() { # target rate
 		sipp -sf "$HERE/scenarios/uac.xml" -i "$UAC_ADDR" -p "$cport" -t u1 \
 		-s "$NUMBER" -r "$rate" -rp 1000 -m "$calls" -l "$((rate * 4 + 100))" -d "$PAUSE_MS" \
 		-recv_timeout 10000 -timeout "$((DURATION + 45))" \
-		-trace_stat -stf "$dir/uac_stats.csv" -fd 1 \
+		-trace_stat -stf "$dir/uac_stats.csv" -fd 1 -trace_rtt -rtt_freq 1 \
 		-trace_err -error_file "$dir/uac_errors.log" -nostdin \
 		"$PROXY_ADDR:$lport" >"$dir/uac.out" 2>&1 </dev/null) &
 	local uac_pid=$!
@@ -341,37 +457,131 @@ run_one() { # target rate
 	t1="$(date +%s.%N)"
 	c1="$(tree_ticks "$PROXY_PID")"
 	u1="$(udp_rcvbuf_errors)"
+	if [[ -n "${BENCH_AFTER_UAC:-}" ]]; then
+		BENCH_PROXY_PIDS="$PROXY_PID $(descendants "$PROXY_PID" | tr '\n' ' ')" bash -c "$BENCH_AFTER_UAC" || true
+	fi
 	pdrops="$(socket_drops "$PROXY_ADDR" "$lport")"
 	udrops="$(socket_drops "$UAS_ADDR" "$uport")"
 	ss -Huanm "src 127.0.3.0/24" >"$dir/sockets.txt" 2>&1 || true
 	[[ "$rc" -le 1 ]] || log "  SIPp UAC exit code $rc (see $dir/uac.out)"
 
-	# the switchboard drains open transactions on TERM (up to 40 s); INT is its fast stop.
-	# `timeout` passes either signal on to the proxy.
-	if [[ "$target" == switchboard ]]; then stop_pid "$PROXY_PID" INT; else stop_pid "$PROXY_PID"; fi
-	forget_pid "$PROXY_PID"
+	stop_proxy "$target"
 	stop_pid "$UAS_PID"; forget_pid "$UAS_PID"
+	if [[ -n "$tcpd_pid" ]]; then
+		sleep 1 # let tcpdump read what the kernel still holds before it is stopped
+		stop_pid "$tcpd_pid" INT; forget_pid "$tcpd_pid"
+		local okp dropped res
+		okp="$(csv_field "$dir/uac_stats.csv" 'SuccessfulCall(C)')"
+		dropped="$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$dir/tcpdump.out")"
+		res="$(python3 "$HERE/pdd.py" "$dir/pdd.pcap" "$UAC_ADDR" "$PROXY_ADDR" "$UAS_ADDR")"
+		printf '%s\t%s\t%.3f\t%s\t%s\n' "$target" "$rate" "$(awk -v n="$calls" -v ok="$okp" 'BEGIN { print 100 * (n - ok) / n }')" \
+			"$(echo "$res" | tr ' ' '\t')" "${dropped:-?}" >>"$PDD_TSV"
+		tail -n1 "$PDD_TSV" | awk -F'\t' '{ printf "[bench]   PDD (capture): failed %s %%; added by the proxy p50 %s ms, p99 %s ms, max %s ms (n %s); at the UAC p50 %s p99 %s ms; %s agents rung; capture dropped %s\n", $3, $5, $6, $7, $4, $9, $10, $12, $13 }' >&2
+		return 0
+	fi
 
-	local created ok sfailed failed
+	local created ok sfailed failed pdd ans
 	created="$(csv_field "$dir/uac_stats.csv" 'TotalCallCreated')"
 	ok="$(csv_field "$dir/uac_stats.csv" 'SuccessfulCall(C)')"
 	sfailed="$(csv_field "$dir/uac_stats.csv" 'FailedCall(C)')"
 	failed=$((calls - ok)) # anything that did not complete is a failure
+	# rtd 1: INVITE sent -> 180 received (post-dial delay); rtd 2: INVITE sent -> 200 received
+	pdd="$(rtt_pct 1 "$dir"/uac_*_rtt.csv)"
+	ans="$(rtt_pct 2 "$dir"/uac_*_rtt.csv)"
 	awk -v t="$target" -v r="$rate" -v n="$calls" -v cr="$created" -v ok="$ok" -v sf="$sfailed" \
 		-v f="$failed" -v dt="$((c1 - c0))" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
-		-v ud="$((u1 - u0))" -v pd="${pdrops:-?}" -v sd="${udrops:-?}" 'BEGIN {
+		-v ud="$((u1 - u0))" -v pd="${pdrops:-?}" -v sd="${udrops:-?}" -v pdd="$pdd" -v ans="$ans" 'BEGIN {
 		cpu = dt / hz
-		printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.2f\t%s\t%.1f\t%d\t%s\t%s\n", t, r, n, cr, ok, sf, f,
-			100 * f / n, cpu, (ok > 0 ? sprintf("%.0f", cpu * 1e6 / ok) : "n/a"), t1 - t0, ud, pd, sd
+		split(pdd, p, " "); split(ans, a, " ")
+		printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%.2f\t%s\t%.1f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t, r, n, cr, ok, sf, f,
+			100 * f / n, cpu, (ok > 0 ? sprintf("%.0f", cpu * 1e6 / ok) : "n/a"), t1 - t0, ud, pd, sd,
+			p[1], p[2], p[3], a[2], a[3]
 	}' >>"$RESULTS_TSV"
-	tail -n1 "$RESULTS_TSV" | awk -F'\t' '{ printf "[bench]   ok %d, failed %d (%s %%), proxy CPU %s s, %s CPU-us/call, UAC wall %s s; UDP rcvbuf drops %d (proxy socket %s, UAS socket %s)\n", $5, $7, $8, $9, $10, $11, $12, $13, $14 }' >&2
+	tail -n1 "$RESULTS_TSV" | awk -F'\t' '{ printf "[bench]   ok %d, failed %d (%s %%), proxy CPU %s s, %s CPU-us/call, UAC wall %s s; UDP rcvbuf drops %d (proxy socket %s, UAS socket %s); PDD p50 %s ms p99 %s ms (n %s)\n", $5, $7, $8, $9, $10, $11, $12, $13, $14, $16, $17, $15 }' >&2
 }
 
-log "work dir $WORK; targets: ${TARGETS[*]}; rates: $RATES; ${DURATION}s each; $WORKERS workers"
+# Digest-authenticated REGISTERs at `rate` for REG_DURATION s, from REG_ADDR (127.0.3.4), users cycling
+# through REG_USERS configured agents (each SIPp call: REGISTER, 401, REGISTER + credentials, 200).
+run_register() { # target rate
+	local target="$1" rate="$2" dir lport cport count adir c0 c1 p
+	dir="$WORK/$target-register-$rate"
+	mkdir -p "$dir"
+	count=$((rate * REG_DURATION))
+	lport="$(free_udp_port "$PROXY_ADDR")"
+	cport="$(free_udp_port "$REG_ADDR")"
+	adir="$(agents_dir "$REG_USERS")"
+	start_proxy "$target" "$lport" "$(free_udp_port "$UAS_ADDR")" "$dir" "$adir" 0
+	sleep 1
+	log "$target: $rate REGISTERs/s x ${REG_DURATION}s = $count (users $REG_USERS)"
+	c0="$(tree_ticks "$PROXY_PID")"
+	register_users "$lport" "$REG_ADDR" "$cport" "$adir/users.csv" "$count" "$rate" "$dir" reg
+	c1="$(tree_ticks "$PROXY_PID")"
+	stop_proxy "$target"
+	p="$(rtt_pct 1 "$dir"/register_*_rtt.csv 2>/dev/null || echo "0 n/a n/a")"
+	awk -v t="$target" -v r="$rate" -v n="$count" -v ok="$REG_OK" -v f="$REG_FAILED" -v w="$REG_WALL" \
+		-v dt="$((c1 - c0))" -v hz="$CLK_TCK" -v p="$p" 'BEGIN {
+		split(p, q, " ")
+		printf "%s\t%d\t%d\t%d\t%d\t%.3f\t%.2f\t%.0f\t%s\t%s\t%s\n", t, r, n, ok, f, 100 * f / n, w,
+			(w > 0 ? ok / w : 0), (ok > 0 ? sprintf("%.0f", dt / hz * 1e6 / ok) : "n/a"), q[2], q[3]
+	}' >>"$REG_TSV"
+	tail -n1 "$REG_TSV" | awk -F'\t' '{ printf "[bench]   ok %d, failed %d (%s %%) in %s s = %s/s, %s CPU-us/REGISTER\n", $4, $5, $6, $7, $8, $9 }' >&2
+}
+
+# Memory with RSS_REGS distinct registered users. Finished REGISTER transactions (and, for the
+# switchboard, their nonces) stay for a while (Timer J = 32 s; Kamailio's tm ~5 s), and freed heap
+# is not given back to the OS, so a bare before/after difference would count the transaction peak
+# as registration state. Hence a warm-up first: RSS_RATE REGISTERs/s for RSS_WARMUP s cycling over
+# 1,000 other users (the transaction population reaches its steady state), PSS then (before); then
+# the RSS_REGS new users at the same rate (same transaction population), PSS right after (after),
+# and again RSS_LINGER s later. bytes/registration = (after - before) / registered.
+run_rss() { # target
+	local target="$1" dir lport cport adir m0 m1 m2 wok
+	dir="$WORK/$target-rss"
+	mkdir -p "$dir"
+	lport="$(free_udp_port "$PROXY_ADDR")"
+	cport="$(free_udp_port "$REG_ADDR")"
+	adir="$(agents_dir "$((RSS_REGS + 1000))")"
+	head -n "$((RSS_REGS + 1))" "$adir/users.csv" >"$dir/users.csv"
+	{ echo SEQUENTIAL; tail -n 1000 "$adir/users.csv"; } >"$dir/warm.csv"
+	start_proxy "$target" "$lport" "$(free_udp_port "$UAS_ADDR")" "$dir" "$adir" 0
+	sleep 2
+	log "$target: warm-up, $RSS_RATE REGISTERs/s for ${RSS_WARMUP}s over 1,000 users; PSS $(tree_mem_kib "$PROXY_PID" | cut -d' ' -f1) KiB"
+	register_users "$lport" "$REG_ADDR" "$cport" "$dir/warm.csv" "$((RSS_RATE * RSS_WARMUP))" "$RSS_RATE" "$dir" warm
+	wok="$REG_OK"
+	m0="$(tree_mem_kib "$PROXY_PID")"
+	log "$target: registering $RSS_REGS users at $RSS_RATE/s; PSS before ${m0%% *} KiB (warm-up: $wok ok)"
+	register_users "$lport" "$REG_ADDR" "$cport" "$dir/users.csv" "$RSS_REGS" "$RSS_RATE" "$dir" reg
+	m1="$(tree_mem_kib "$PROXY_PID")"
+	sleep "$RSS_LINGER"
+	m2="$(tree_mem_kib "$PROXY_PID")"
+	stop_proxy "$target"
+	awk -v t="$target" -v n="$RSS_REGS" -v ok="$REG_OK" -v m0="$m0" -v m1="$m1" -v m2="$m2" 'BEGIN {
+		split(m0, a, " "); split(m1, b, " "); split(m2, c, " ")
+		printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\n", t, n, ok, a[1], b[1], c[1], a[2], c[2],
+			(ok > 0 ? (b[1] - a[1]) * 1024 / ok : 0), (ok > 0 ? (c[1] - a[1]) * 1024 / ok : 0)
+	}' >>"$RSS_TSV"
+	tail -n1 "$RSS_TSV" | awk -F'\t' '{ printf "[bench]   %d of %d registered; PSS %d -> %d -> %d KiB; %s B/registration (after linger %s)\n", $3, $2, $4, $5, $6, $9, $10 }' >&2
+}
+
+log "work dir $WORK; targets: ${TARGETS[*]}; phases: $PHASES; rates: $RATES; ${DURATION}s each; $WORKERS workers"
 for target in "${TARGETS[@]}"; do
-	for rate in $RATES; do
-		run_one "$target" "$rate"
-	done
+	if has_phase calls; then
+		for rate in $RATES; do run_one "$target" "$rate"; done
+	fi
+	if has_phase pdd; then
+		prate="$PDD_RATE"
+		if [[ "$prate" == auto ]]; then
+			prate="$(awk -F'\t' -v t="$target" 'NR > 1 && $1 == t && $8 < 0.1 && $2 > b { b = $2 } END { print int(b / 2) }' "$RESULTS_TSV")"
+			[[ "$prate" -ge 1 ]] || prate="$(echo $RATES | tr ' ' '\n' | sort -n | head -1)"
+		fi
+		run_one "$target" "$prate" 1
+	fi
+	if has_phase register; then
+		for rate in $REG_RATES; do run_register "$target" "$rate"; done
+	fi
+	if has_phase rss && [[ "$RSS_REGS" -gt 0 ]]; then
+		run_rss "$target"
+	fi
 done
 
 # ---- report ------------------------------------------------------------------------------
@@ -379,54 +589,110 @@ mkdir -p "$RESULTS_DIR"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 REPORT="$RESULTS_DIR/bench-$STAMP.md"
 cp "$RESULTS_TSV" "$RESULTS_DIR/bench-$STAMP.tsv"
+cp "$REG_TSV" "$RESULTS_DIR/bench-$STAMP.register.tsv"
+cp "$RSS_TSV" "$RESULTS_DIR/bench-$STAMP.rss.tsv"
+cp "$PDD_TSV" "$RESULTS_DIR/bench-$STAMP.pdd.tsv"
 
 {
 	echo "# switchboard macro bench, $(date -u +'%Y-%m-%d %H:%M UTC')"
 	echo
-	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $(uname -sr)."
-	echo "SIPp UAC $UAC_ADDR -> proxy $PROXY_ADDR -> SIPp UAS $UAS_ADDR, UDP, ${DURATION}s per rate,"
-	echo "$WORKERS proxy workers, pause ${PAUSE_MS} ms between ACK and BYE, dialled user $NUMBER."
-	echo "Failed = calls not completed successfully (of rate x duration). CPU = proxy process tree utime+stime."
-	echo "UDP rcvbuf drops: host-wide /proc/net/snmp RcvbufErrors during the UAC run; then the skmem drop"
-	echo "counters of the proxy's and the UAS's sockets at its end (the UAC's socket is closed by then)."
-	for target in "${TARGETS[@]}"; do
+	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $(uname -sr); load average before the report: $(cut -d' ' -f1-3 /proc/loadavg)."
+	echo "SIPp UAC $UAC_ADDR -> proxy $PROXY_ADDR -> SIPp UAS $UAS_ADDR, UDP, $WORKERS proxy workers."
+	if has_phase calls; then
 		echo
-		echo "## $target"
+		echo "## calls"
 		echo
-		echo "| offered calls/s | calls | successful | failed | failed % | CPU-µs/call | UAC wall s | UDP rcvbuf drops (host; proxy sock; UAS sock) |"
-		echo "|---:|---:|---:|---:|---:|---:|---:|---|"
-		awk -F'\t' -v t="$target" 'NR > 1 && $1 == t {
-			printf "| %d | %d | %d | %d | %.2f | %s | %s | %s; %s; %s |\n", $2, $3, $5, $7, $8, $10, $11, $12, $13, $14 }' "$RESULTS_TSV"
+		echo "Dialled: $NUMBER (a merge line) from the trunk; $AGENTS agents registered from the UAS; ${DURATION}s per rate,"
+		echo "pause ${PAUSE_MS} ms between ACK and BYE. Failed = calls not completed (of rate x duration)."
+		echo "CPU = proxy process tree utime+stime. PDD = SIPp rtd INVITE sent -> 180 received (UAC side,"
+		echo "includes the UAS's answer time and both SIPp's loop latency); answer = INVITE -> 200."
+		echo "UDP rcvbuf drops: host-wide RcvbufErrors during the UAC run; proxy's and UAS's socket drop counters."
+		for target in "${TARGETS[@]}"; do
+			echo
+			echo "### $target"
+			echo
+			echo "| offered calls/s | calls | successful | failed % | CPU-µs/call | PDD p50 ms | PDD p99 ms | answer p50 ms | answer p99 ms | UAC wall s | UDP drops (host; proxy; UAS) |"
+			echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+			awk -F'\t' -v t="$target" 'NR > 1 && $1 == t {
+				printf "| %d | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s; %s; %s |\n", $2, $3, $5, $8, $10, $16, $17, $18, $19, $11, $12, $13, $14 }' "$RESULTS_TSV"
+			echo
+			awk -F'\t' -v t="$target" 'NR > 1 && $1 == t && $8 < 0.1 && $2 > best { best = $2 }
+				END { if (best) printf "Highest rate with < 0.1 %% failed calls: **%d calls/s**\n", best
+				      else print "Highest rate with < 0.1 % failed calls: **none on this ladder**" }' "$RESULTS_TSV"
+		done
+		if [[ "${#TARGETS[@]}" -eq 2 ]]; then
+			echo
+			echo "### side by side"
+			echo
+			echo "| offered calls/s | kamailio failed % | kamailio CPU-µs/call | kamailio PDD p99 ms | switchboard failed % | switchboard CPU-µs/call | switchboard PDD p99 ms | CPU ratio sb/kam | PDD p99 sb − kam ms |"
+			echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+			awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; fp[k] = $8; us[k] = $10; p99[k] = $17; rates[$2] = 1 }
+				END {
+					n = 0; for (r in rates) list[++n] = r + 0
+					for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (list[j] < list[i]) { x = list[i]; list[i] = list[j]; list[j] = x }
+					for (i = 1; i <= n; i++) {
+						r = list[i]; ka = "kamailio" SUBSEP r; sb = "switchboard" SUBSEP r
+						ratio = (us[ka] + 0 > 0 && us[sb] + 0 > 0) ? sprintf("%.2f", us[sb] / us[ka]) : "n/a"
+						d = (p99[ka] != "n/a" && p99[sb] != "n/a" && p99[ka] != "" && p99[sb] != "") ? sprintf("%+.3f", p99[sb] - p99[ka]) : "n/a"
+						printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r, fp[ka], us[ka], p99[ka], fp[sb], us[sb], p99[sb], ratio, d
+					}
+				}' "$RESULTS_TSV"
+			echo
+			awk -F'\t' 'NR > 1 && $8 < 0.1 { if ($2 > best[$1]) best[$1] = $2 }
+				END {
+					k = best["kamailio"] + 0; s = best["switchboard"] + 0
+					printf "Highest rate with < 0.1 %% failed: kamailio %d, switchboard %d calls/s; ratio sb/kam %s\n",
+						k, s, (k > 0 ? sprintf("%.2f", s / k) : "n/a")
+				}' "$RESULTS_TSV"
+			echo "(the ladder bounds both: a target passing the top rung may go higher)"
+		fi
+	fi
+	if has_phase pdd; then
 		echo
-		awk -F'\t' -v t="$target" 'NR > 1 && $1 == t && $8 < 0.1 && $2 > best { best = $2 }
-			END { if (best) printf "Highest rate with < 0.1 %% failed calls: **%d calls/s**\n", best
-			      else print "Highest rate with < 0.1 % failed calls: **none on this ladder**" }' "$RESULTS_TSV"
-	done
-	if [[ "${#TARGETS[@]}" -eq 2 ]]; then
+		echo "## post-dial delay (packet capture)"
 		echo
-		echo "## side by side"
+		echo "One more call rung per target at half its highest passing rate (or --pdd-rate), with tcpdump on lo"
+		echo "keeping INVITEs and 180s. Per call: added by the proxy = (INVITE out to the UAS − INVITE in from the"
+		echo "UAC) + (180 out to the UAC − 180 in from the UAS), kernel timestamps, the UAS's own time excluded;"
+		echo "at the UAC = 180 to the UAC − INVITE from the UAC. Agents = distinct users the proxy sent INVITEs to."
 		echo
-		echo "| offered calls/s | kamailio failed % | kamailio CPU-µs/call | switchboard failed % | switchboard CPU-µs/call | CPU ratio sb/kam |"
-		echo "|---:|---:|---:|---:|---:|---:|"
-		awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; fp[k] = $8; us[k] = $10; rates[$2] = 1 }
+		echo "| target | calls/s | failed % | calls measured | added p50 ms | added p99 ms | added max ms | UAC-side p50 ms | UAC-side p99 ms | agents | capture drops |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $9, $10, $12, $13 }' "$PDD_TSV"
+	fi
+	if has_phase register; then
+		echo
+		echo "## digest-authenticated REGISTERs"
+		echo
+		echo "SIPp from one socket, users cycling over $REG_USERS agents, ${REG_DURATION}s per rate; one = REGISTER, 401,"
+		echo "REGISTER with credentials, 200. p50/p99 = first REGISTER sent -> 200 received."
+		echo
+		echo "| target | offered/s | REGISTERs | ok | failed % | wall s | ok/s | CPU-µs/REGISTER | p50 ms | p99 ms |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		awk -F'\t' 'NR > 1 { printf "| %s | %d | %d | %d | %.2f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $6, $7, $8, $9, $10, $11 }' "$REG_TSV"
+		echo
+		awk -F'\t' 'NR > 1 && $6 < 0.1 { if ($2 > best[$1]) { best[$1] = $2; got[$1] = $8 } }
+			NR > 1 { cpu[$1] += $9; nc[$1]++ }
 			END {
-				n = 0; for (r in rates) list[++n] = r + 0
-				for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (list[j] < list[i]) { x = list[i]; list[i] = list[j]; list[j] = x }
-				for (i = 1; i <= n; i++) {
-					r = list[i]; ka = "kamailio" SUBSEP r; sb = "switchboard" SUBSEP r
-					ratio = (us[ka] + 0 > 0 && us[sb] + 0 > 0) ? sprintf("%.2f", us[sb] / us[ka]) : "n/a"
-					printf "| %d | %s | %s | %s | %s | %s |\n", r, fp[ka], us[ka], fp[sb], us[sb], ratio
-				}
-			}' "$RESULTS_TSV"
+				for (t in nc) printf "%s: highest offered REGISTER rate with < 0.1 %% failed: **%d/s** (achieved %s/s)\n", t, best[t], (got[t] == "" ? "n/a" : got[t])
+				if (best["kamailio"] > 0 && best["switchboard"] != "") printf "ratio sb/kam: %.2f\n", best["switchboard"] / best["kamailio"]
+			}' "$REG_TSV"
+		echo "(the ladder bounds both: a target passing the top rate may go higher)"
+	fi
+	if has_phase rss && [[ "$RSS_REGS" -gt 0 ]]; then
 		echo
-		awk -F'\t' 'NR > 1 && $8 < 0.1 { if ($2 > best[$1]) best[$1] = $2 }
-			END {
-				k = best["kamailio"] + 0; s = best["switchboard"] + 0
-				printf "Highest rate with < 0.1 %% failed: kamailio %d, switchboard %d calls/s; ratio sb/kam %s\n",
-					k, s, (k > 0 ? sprintf("%.2f", s / k) : "n/a")
-			}' "$RESULTS_TSV"
-		echo "(the ladder bounds both: a target passing the top rung may go higher)"
+		echo "## memory per registration"
+		echo
+		echo "$RSS_REGS distinct users REGISTER (digest) at $RSS_RATE/s. PSS of the proxy's process tree (smaps_rollup;"
+		echo "Kamailio's shm counted once). 'before' = after a ${RSS_WARMUP} s warm-up of REGISTERs at the same rate over"
+		echo "1,000 other users (transaction and nonce population at steady state); 'after' = right after the last"
+		echo "new user, and ${RSS_LINGER} s later. bytes/registration = (after − before) / registered."
+		echo "The switchboard's users are configured agents (their config is in the 'before' figure)."
+		echo
+		echo "| target | users | registered | PSS before KiB | PSS after KiB | PSS +${RSS_LINGER}s KiB | bytes/registration (right after) | bytes/registration (+${RSS_LINGER}s) |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+		awk -F'\t' 'NR > 1 { printf "| %s | %d | %d | %d | %d | %d | %s | %s |\n", $1, $2, $3, $4, $5, $6, $9, $10 }' "$RSS_TSV"
 	fi
 } | tee "$REPORT"
 
-log "report: $REPORT (raw: $RESULTS_DIR/bench-$STAMP.tsv, logs: $WORK)"
+log "report: $REPORT (raw: $RESULTS_DIR/bench-$STAMP*.tsv, logs: $WORK)"

@@ -603,11 +603,41 @@ fn header_name(h: &Header) -> &str {
 }
 
 fn header_value(h: &Header) -> String {
+    if let Some(v) = header_value_ref(h) {
+        return v.trim().to_owned();
+    }
     let line = h.to_string();
     match line.split_once(':') {
         Some((_, v)) => v.trim().to_owned(),
         None => String::new(),
     }
+}
+
+/// The stored value of the headers the hot path reads, without formatting the header: rsip keeps
+/// each as `Name: value` only when displayed. `None` for the rest (formatted by [`header_value`]).
+fn header_value_ref(h: &Header) -> Option<&str> {
+    Some(match h {
+        Header::Via(x) => x.value(),
+        Header::From(x) => x.value(),
+        Header::To(x) => x.value(),
+        Header::CallId(x) => x.value(),
+        Header::CSeq(x) => x.value(),
+        Header::Contact(x) => x.value(),
+        Header::MaxForwards(x) => x.value(),
+        Header::Route(x) => x.value(),
+        Header::RecordRoute(x) => x.value(),
+        Header::ContentLength(x) => x.value(),
+        Header::ContentType(x) => x.value(),
+        Header::Expires(x) => x.value(),
+        Header::Authorization(x) => x.value(),
+        Header::ProxyAuthorization(x) => x.value(),
+        Header::Require(x) => x.value(),
+        Header::ProxyRequire(x) => x.value(),
+        Header::Supported(x) => x.value(),
+        Header::Allow(x) => x.value(),
+        Header::Other(_, v) => v.as_str(),
+        _ => return None,
+    })
 }
 
 fn header_line(h: &Header) -> String {
@@ -644,29 +674,55 @@ fn header_values<'a>(
         .flat_map(|h| split_header_values(&header_value(h)))
 }
 
-/// Remove the first comma-separated value of the first header named `name`.
+/// Remove the first comma-separated value of the first header named `name` (a header of that name
+/// with no value on the way is dropped). The other headers stay where they are, uncopied.
 fn pop_first_value(headers: &mut rsip::Headers, name: &str) -> Option<String> {
-    let mut out: Vec<Header> = Vec::with_capacity(headers.iter().count());
-    let mut popped = None;
-    for h in headers.iter() {
-        if popped.is_none() && header_name_matches(h, name) {
-            let mut values = split_header_values(&header_value(h));
-            if values.is_empty() {
-                continue;
-            }
-            popped = Some(values.remove(0));
-            if !values.is_empty() {
-                out.push(make_header(
-                    canonical_name(header_name(h)),
-                    values.join(", "),
-                ));
-            }
+    loop {
+        let idx = headers.iter().position(|h| header_name_matches(h, name))?;
+        let h = headers.iter_mut().nth(idx)?;
+        let mut values = split_header_values(&header_value(h));
+        if values.is_empty() {
+            remove_header_at(headers, idx);
             continue;
         }
-        out.push(h.clone());
+        let popped = values.remove(0);
+        if values.is_empty() {
+            remove_header_at(headers, idx);
+        } else {
+            *h = make_header(canonical_name(header_name(h)), values.join(", "));
+        }
+        return Some(popped);
     }
-    *headers = rsip::Headers::from(out);
-    popped
+}
+
+fn remove_header_at(headers: &mut rsip::Headers, idx: usize) {
+    let mut i = 0;
+    headers.retain(|_| {
+        i += 1;
+        i - 1 != idx
+    });
+}
+
+/// Appends `Name: value` exactly as rsip's `Display` writes it, without going through the
+/// formatter for the headers the hot path handles.
+fn write_header(out: &mut String, h: &Header) {
+    match h {
+        Header::Other(k, v) => {
+            out.push_str(k);
+            out.push_str(": ");
+            out.push_str(v);
+        }
+        _ => match (header_name(h), header_value_ref(h)) {
+            (n, Some(v)) if !n.is_empty() => {
+                out.push_str(n);
+                out.push_str(": ");
+                out.push_str(v);
+            }
+            _ => {
+                let _ = write!(out, "{h}");
+            }
+        },
+    }
 }
 
 fn remove_headers(headers: &mut rsip::Headers, name: &str) {
@@ -675,36 +731,57 @@ fn remove_headers(headers: &mut rsip::Headers, name: &str) {
 
 /// Split a header value on commas that are not inside quotes or angle brackets.
 pub fn split_header_values(v: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut depth_angle = false;
-    let mut in_quotes = false;
-    let mut escaped = false;
-    let mut start = 0;
-    for (i, c) in v.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => depth_angle = true,
-            '>' if !in_quotes => depth_angle = false,
-            ',' if !in_quotes && !depth_angle => {
-                let part = v[start..i].trim();
-                if !part.is_empty() {
-                    out.push(part.to_owned());
+    header_value_parts(v).map(str::to_owned).collect()
+}
+
+/// [`split_header_values`] without copying: the non-empty, trimmed parts of `v`, borrowed.
+pub fn header_value_parts(v: &str) -> HeaderValueParts<'_> {
+    HeaderValueParts { v, pos: 0 }
+}
+
+/// Iterator of [`header_value_parts`].
+pub struct HeaderValueParts<'a> {
+    v: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for HeaderValueParts<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        // A comma splits only outside quotes and angle brackets, so every part starts outside both.
+        while self.pos <= self.v.len() {
+            let start = self.pos;
+            let rest = &self.v.as_bytes()[start..];
+            let mut depth_angle = false;
+            let mut in_quotes = false;
+            let mut escaped = false;
+            let mut end = self.v.len();
+            for (i, &c) in rest.iter().enumerate() {
+                if escaped {
+                    escaped = false;
+                    continue;
                 }
-                start = i + 1;
+                match c {
+                    b'\\' if in_quotes => escaped = true,
+                    b'"' => in_quotes = !in_quotes,
+                    b'<' if !in_quotes => depth_angle = true,
+                    b'>' if !in_quotes => depth_angle = false,
+                    b',' if !in_quotes && !depth_angle => {
+                        end = start + i;
+                        break;
+                    }
+                    _ => {}
+                }
             }
-            _ => {}
+            self.pos = end + 1;
+            let part = self.v[start..end].trim();
+            if !part.is_empty() {
+                return Some(part);
+            }
         }
+        None
     }
-    let part = v[start..].trim();
-    if !part.is_empty() {
-        out.push(part.to_owned());
-    }
-    out
 }
 
 fn serialize_tail(mut out: String, headers: &rsip::Headers, body: &[u8]) -> Bytes {
@@ -714,7 +791,8 @@ fn serialize_tail(mut out: String, headers: &rsip::Headers, body: &[u8]) -> Byte
         {
             continue;
         }
-        let _ = write!(out, "{h}\r\n");
+        write_header(&mut out, h);
+        out.push_str("\r\n");
     }
     let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
     let mut b = BytesMut::with_capacity(out.len() + body.len());
@@ -734,7 +812,7 @@ fn parse_via_lenient(value: &str) -> Option<Via> {
 }
 
 fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
-    let first = split_header_values(value).into_iter().next()?;
+    let first = header_value_parts(value).next()?;
     // "SIP / 2.0 / UDP host:port;params" — LWS is allowed around the slashes.
     let mut parts = first.splitn(3, '/');
     let proto = parts.next()?.trim();
@@ -1306,7 +1384,7 @@ fn extract_meta(headers: &rsip::Headers) -> Result<Meta, &'static str> {
         let name = header_name(h);
         if name.eq_ignore_ascii_case("Via") {
             let v = header_value(h);
-            via_count += split_header_values(&v).len();
+            via_count += header_value_parts(&v).count();
             if via.is_none() {
                 via = Some(parse_via(&v).ok_or("Malformed Via header")?);
             }
@@ -1578,6 +1656,72 @@ impl PartialEq for Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_value_parts_split_on_commas_outside_quotes_and_angle_brackets() {
+        let v = r#" "a, \"b,\" 中" <sip:x@h;p=1,2>;q=1 ,, , <sip:y>, z,"#;
+        let parts: Vec<&str> = header_value_parts(v).collect();
+        assert_eq!(
+            parts,
+            [r#""a, \"b,\" 中" <sip:x@h;p=1,2>;q=1"#, "<sip:y>", "z"]
+        );
+        assert_eq!(split_header_values(v), parts);
+        assert_eq!(header_value_parts("").count(), 0);
+        assert_eq!(header_value_parts(" , ").count(), 0);
+    }
+
+    #[test]
+    fn header_values_read_without_formatting_equal_the_formatted_ones() {
+        let raw = "INVITE sip:12331@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;rport, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK-2\r\n\
+v: SIP/2.0/TCP 10.0.0.3;branch=z9hG4bK-3\r\n\
+Max-Forwards:   70  \r\n\
+Route: <sip:127.0.0.1;lr>\r\n\
+Record-Route: <sip:10.0.0.9;lr>\r\n\
+To: <sip:12331@127.0.0.1>\r\n\
+From: \"A: B\" <sip:1380@10.0.0.1>;tag=x\r\n\
+Call-ID: c1@10.0.0.1\r\n\
+CSeq: 7 INVITE\r\n\
+Contact: <sip:1380@10.0.0.1:5060>;expires=60\r\n\
+Expires: 60\r\n\
+Authorization: Digest username=\"u\", realm=\"r\", uri=\"sip:x\"\r\n\
+Proxy-Authorization: Digest username=\"u\"\r\n\
+Require: 100rel\r\n\
+Proxy-Require: foo\r\n\
+Supported: timer, replaces\r\n\
+Allow: INVITE, ACK\r\n\
+P-Asserted-Identity: <sip:1380@10.0.0.1>\r\n\
+Subject: x: y\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\r\nv=0\n";
+        let req = match parse(raw.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => panic!("not a request"),
+        };
+        let mut fast = 0;
+        for h in req.raw.headers.iter() {
+            let formatted = h.to_string();
+            let slow = formatted
+                .split_once(':')
+                .map(|(_, v)| v.trim())
+                .unwrap_or("");
+            if let Some(v) = header_value_ref(h) {
+                fast += 1;
+                assert_eq!(v.trim(), slow, "{formatted}");
+            }
+            assert_eq!(header_value(h), slow, "{formatted}");
+        }
+        assert!(fast >= 18, "only {fast} headers took the unformatted path");
+        for h in req.raw.headers.iter() {
+            let mut out = String::new();
+            write_header(&mut out, h);
+            assert_eq!(out, h.to_string());
+        }
+        assert_eq!(req.meta.via_count, 3);
+        assert_eq!(req.meta.max_forwards, Some(70));
+        assert_eq!(&*req.meta.call_id, "c1@10.0.0.1");
+        assert_eq!(req.meta.from_tag.as_deref(), Some("x"));
+    }
 
     const INVITE: &str = "INVITE sip:8001@127.0.0.1 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK776asdhds;rport\r\n\
