@@ -44,6 +44,12 @@ pub struct Config {
     /// Agents allowed to register, with their digest credentials (HA1 hashes, never passwords).
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// Flood limits, authentication lockout, overload control (SECURITY.md).
+    #[serde(default)]
+    pub security: crate::security::SecurityConfig,
+    /// Classes of service: what agents may dial (toll fraud). Agents without `class` get `default`.
+    #[serde(default)]
+    pub classes: Vec<crate::security::ClassConfig>,
 }
 
 /// SIP transport settings.
@@ -297,6 +303,9 @@ pub struct AgentConfig {
     /// the seat manager lands, a queue rings its registered agents in this file's order.
     #[serde(default)]
     pub queues: Vec<Spanned<String>>,
+    /// The agent's class of service (`[[classes]]` name); `default` when absent.
+    #[serde(default)]
+    pub class: Option<Spanned<String>>,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -557,6 +566,12 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                 ));
             }
         }
+    }
+
+    for (span, message) in
+        crate::security::validate(&config.security, &config.classes, &config.agents)
+    {
+        problems.push(at(span, message));
     }
 
     if problems.is_empty() {

@@ -2,9 +2,13 @@
 
 pub mod app;
 pub mod config;
+pub mod cos;
 pub mod daemon;
+pub mod flood;
+pub mod lockout;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
+pub mod security;
 pub mod setup;
 pub mod transport;
