@@ -260,7 +260,10 @@ mod tests {
         // Another source is untouched.
         assert_eq!(g.check(at(100), ip(2), Budget::Requests, 0), Verdict::Pass);
         // After the ban, a full budget again.
-        assert_eq!(g.check(at(60_000), ip(1), Budget::Requests, 0), Verdict::Pass);
+        assert_eq!(
+            g.check(at(60_000), ip(1), Budget::Requests, 0),
+            Verdict::Pass
+        );
     }
 
     #[test]
@@ -328,7 +331,7 @@ mod tests {
             assert_ne!(g.check(at(0), ip(200), Budget::Requests, 0), Verdict::Ban);
         }
         // Idle sources are swept.
-        let _ = g.check(at(60_000), ip(9), Budget::Requests, 0);
+        let _ = g.check(at(120_000), ip(9), Budget::Requests, 0);
         assert_eq!(g.tracked(), 1);
     }
 }

@@ -217,7 +217,10 @@ pub fn validate(
     for a in agents {
         if let Some(c) = &a.class {
             if c.get_ref() != "default" && !names.contains(c.get_ref().as_str()) {
-                p.push((c.span(), format!("no class `{}` in [[classes]]", c.get_ref())));
+                p.push((
+                    c.span(),
+                    format!("no class `{}` in [[classes]]", c.get_ref()),
+                ));
             }
         }
     }

@@ -30,7 +30,10 @@ impl Switch {
         }
         let ip = source.addr.ip();
         if self.trunk_for(ip).is_some()
-            || self.bridge.as_ref().is_some_and(|b| b.psap_source(ip).is_some())
+            || self
+                .bridge
+                .as_ref()
+                .is_some_and(|b| b.psap_source(ip).is_some())
         {
             return true;
         }
@@ -132,7 +135,10 @@ impl Switch {
                 "overload: new call refused with 503"
             );
         }
-        let Some(mut b) = self.proxy.response_for(id, 503, "Service Unavailable (overload)") else {
+        let Some(mut b) = self
+            .proxy
+            .response_for(id, 503, "Service Unavailable (overload)")
+        else {
             return;
         };
         b.push_header("Retry-After", self.overload.retry_after_s);
@@ -141,9 +147,7 @@ impl Switch {
             let load = (s + c).max(1) as u64;
             let cap = self.overload.max_transactions.max(1) as u64;
             // Loss algorithm: drop the share of requests that brings the load to 90 % of capacity.
-            let oc = 100u64
-                .saturating_sub(90 * cap / load)
-                .clamp(10, 100);
+            let oc = 100u64.saturating_sub(90 * cap / load).clamp(10, 100);
             let ms = self.unix_origin_ms.max(0) as u128 + now.since_origin().as_millis();
             b.append_top_via_params(&format!(
                 ";oc={oc};oc-validity={};oc-seq={}.{:03};oc-algo=\"loss\"",
