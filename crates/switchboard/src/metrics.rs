@@ -43,7 +43,8 @@ pub const EMERGENCY_FAILOVERS: &str = "switchboard_emergency_failovers_total";
 pub const NO_AGENT_ALARMS: &str = "switchboard_no_agent_alarms_total";
 /// CDRs that could not be handed to the store (its queue was full or it had stopped).
 pub const CDRS_LOST: &str = "switchboard_cdrs_lost_total";
-/// Requests dropped by the per-source flood guard, by `reason` = `rate` | `banned`.
+/// Requests dropped before parsing, by `reason` = `rate` | `banned` (the per-source flood guard) |
+/// `overload` (an unregistered address while transactions are at twice the overload threshold).
 pub const FLOOD_DROPS: &str = "switchboard_flood_drops_total";
 /// Sources banned for flooding, by `budget` = `requests` | `register`.
 pub const FLOOD_BANS: &str = "switchboard_flood_bans_total";

@@ -103,6 +103,8 @@ impl Default for LockoutConfig {
 #[serde(deny_unknown_fields)]
 pub struct OverloadConfig {
     /// Live SIP transactions (server + client) beyond which a new non-emergency INVITE gets 503.
+    /// At twice this, requests from addresses without a registered phone are dropped unparsed
+    /// (trunks, PSAPs and registered phones still pass): the hard bound on the core's state.
     #[serde(default = "d_max_transactions")]
     pub max_transactions: usize,
     /// `Retry-After` of that 503, in seconds.

@@ -39,8 +39,25 @@ impl Switch {
         }
         // An emergency call from a phone never waits for a budget. A stranger's is counted like
         // anything else (it would be refused with 403 anyway), so "110" is no way around the limit.
-        if crate::daemon::looks_like_emergency(bytes) && self.registrar.has_source_ip(ip) {
+        let known = self.registrar.has_source_ip(ip);
+        if known && crate::daemon::looks_like_emergency(bytes) {
             return true;
+        }
+        // Hard bound on state: at twice the overload threshold, addresses without a registered
+        // phone (strangers, and whitelisted networks too) are not served at all until the load
+        // falls. Their transactions cannot hold more memory than that; UDP senders retransmit.
+        if !known {
+            let (s, c) = self.proxy.transaction_count();
+            if s + c >= self.overload.max_transactions.saturating_mul(2) {
+                metrics::counter!(m::FLOOD_DROPS, "reason" => "overload").increment(1);
+                if let Some(suppressed) = self.overload_log.allow_at(now) {
+                    warn!(
+                        transactions = s + c,
+                        suppressed, "overload: requests from unregistered addresses dropped"
+                    );
+                }
+                return false;
+            }
         }
         let (budget, bindings) = if bytes.starts_with(b"REGISTER ") {
             (Budget::Register, self.registrar.source_ip_bindings(ip))
