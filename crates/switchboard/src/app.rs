@@ -119,8 +119,10 @@ pub struct Switch {
     /// Classes of service (`cos.rs`).
     classes: crate::cos::Classes,
     overload: crate::security::OverloadConfig,
-    /// Security events (bans, lockouts, refused numbers), at a bounded rate.
-    security_log: LogLimiter<Instant>,
+    /// Security events (bans, lockouts, refused numbers), each kind at a bounded rate.
+    ban_log: LogLimiter<Instant>,
+    lockout_log: LogLimiter<Instant>,
+    cos_log: LogLimiter<Instant>,
     overload_log: LogLimiter<Instant>,
 }
 
@@ -231,7 +233,9 @@ impl Switch {
             auth_guard: crate::lockout::AuthGuard::new(c.security.lockout.clone()),
             classes: crate::cos::Classes::new(&c.classes, &c.agents),
             overload: c.security.overload.clone(),
-            security_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            ban_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            lockout_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            cos_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             overload_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         }
     }

@@ -81,7 +81,7 @@ impl Switch {
                 };
                 metrics::counter!(m::FLOOD_DROPS, "reason" => "rate").increment(1);
                 metrics::counter!(m::FLOOD_BANS, "budget" => which).increment(1);
-                if let Some(suppressed) = self.security_log.allow_at(now) {
+                if let Some(suppressed) = self.ban_log.allow_at(now) {
                     warn!(source = %ip, budget = which, ban_s = self.ban_s, suppressed, "SECURITY: source over its request budget banned");
                 }
                 false
@@ -124,8 +124,8 @@ impl Switch {
                         Locked::Source(d) => ("source", d.as_secs()),
                     };
                     metrics::counter!(m::AUTH_LOCKOUTS, "scope" => scope).increment(1);
-                    if let Some(suppressed) = self.security_log.allow_at(now) {
-                        warn!(source = %ip, account = claimed.unwrap_or("-"), scope, lock_s = secs, %reason, suppressed, "SECURITY: repeated authentication failures: locked out");
+                    if let Some(suppressed) = self.lockout_log.allow_at(now) {
+                        warn!(source = %ip, account = %Redacted(claimed.unwrap_or("-")), scope, lock_s = secs, %reason, suppressed, "SECURITY: repeated authentication failures: locked out");
                     }
                 }
             }
@@ -201,7 +201,7 @@ impl Switch {
             return true;
         }
         metrics::counter!(m::COS_REFUSALS).increment(1);
-        if let Some(suppressed) = self.security_log.allow_at(now) {
+        if let Some(suppressed) = self.cos_log.allow_at(now) {
             warn!(agent = %user, class, dialed = %Redacted(dialed), ?category, suppressed, "SECURITY: call refused by class of service");
         }
         self.reply(now, id, 403, "Forbidden (class of service)", &[]);
