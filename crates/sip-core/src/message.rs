@@ -1615,6 +1615,23 @@ Content-Length: 4\r\n\r\nv=0\n";
     }
 
     #[test]
+    fn overload_parameters_go_into_the_first_via_value_only() {
+        let two = INVITE.replace(
+            "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK776asdhds;rport\r\n",
+            "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK776asdhds;oc, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n",
+        );
+        let mut b = req(&two).response(503, "Service Unavailable", None);
+        b.append_top_via_params(";oc=20;oc-algo=\"loss\"");
+        let text = String::from_utf8(b.to_bytes().to_vec()).unwrap();
+        assert!(
+            text.contains(
+                "z9hG4bK776asdhds;oc;oc=20;oc-algo=\"loss\", SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn meta_is_extracted_once() {
         let r = req(INVITE);
         assert_eq!(r.method(), Method::Invite);
