@@ -271,3 +271,33 @@ fn d_retry_after_s() -> u32 {
 fn d_oc_validity_ms() -> u32 {
     5000
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const MIN: &str = r#"
+[sip]
+listen = [{ transport = "udp", addr = "127.0.0.1:5060" }]
+[registrar]
+realm = "r"
+state_file = "x"
+"#;
+
+    #[test]
+    fn security_problems_are_reported_with_their_place() {
+        let text = format!(
+            "{MIN}[security]\nwhitelist = [\"10.0.0.0/33\"]\n[[classes]]\nname = \"c\"\nallow = [\"international\"]\noutbound = [\"09a*\"]\n[[agents]]\nuser = \"8001\"\nha1_md5 = \"bbb2941e17dff7e05ca8a7fd2cfbf3a4\"\nclass = \"nosuch\"\n"
+        );
+        let e = crate::config::parse_str(Path::new("t.toml"), &text).unwrap_err();
+        let lines: Vec<usize> = e.0.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![8, 11, 12, 16], "{e}");
+        assert!(e.to_string().contains("no class `nosuch`"), "{e}");
+        let ok = format!(
+            "{MIN}[security]\nwhitelist = [\"10.0.0.0/8\", \"192.0.2.1\"]\n[security.flood]\nban_s = 60\n[[classes]]\nname = \"c\"\nallow = [\"hotline\"]\noutbound = [\"0971XXXXXXX\", \"400*\"]\n"
+        );
+        let l = crate::config::parse_str(Path::new("t.toml"), &ok).unwrap();
+        assert_eq!(l.config.security.flood.ban_s, 60);
+        assert_eq!(l.config.security.flood.requests_per_s, 50);
+    }
+}
