@@ -463,6 +463,23 @@ impl ResponseBuilder {
         self.lines.push(format!("{name}: {value}"));
     }
 
+    /// Append `params` (e.g. `;oc=20;oc-validity=5000`) to the first Via value: RFC 7339 overload
+    /// control answers the upstream in the Via it added.
+    pub fn append_top_via_params(&mut self, params: &str) {
+        let is_via = |l: &str| {
+            let name = l.split(':').next().unwrap_or("").trim();
+            name.eq_ignore_ascii_case("via") || name.eq_ignore_ascii_case("v")
+        };
+        if let Some(line) = self.lines.iter_mut().find(|l| is_via(l)) {
+            let start = line.find(':').map_or(0, |i| i + 1);
+            let end = line
+                .get(start..)
+                .and_then(|v| v.find(','))
+                .map_or(line.len(), |i| start + i);
+            line.insert_str(end, params);
+        }
+    }
+
     /// Attach a body with its content type.
     pub fn body(mut self, content_type: &str, body: Vec<u8>) -> Self {
         self.body = Some((content_type.to_owned(), body));
@@ -1739,6 +1756,23 @@ Content-Length: 4\r\n\r\nv=0\n";
             Ok(Message::Request(r)) => r,
             other => panic!("not a request: {other:?}"),
         }
+    }
+
+    #[test]
+    fn overload_parameters_go_into_the_first_via_value_only() {
+        let two = INVITE.replace(
+            "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK776asdhds;rport\r\n",
+            "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK776asdhds;oc, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n",
+        );
+        let mut b = req(&two).response(503, "Service Unavailable", None);
+        b.append_top_via_params(";oc=20;oc-algo=\"loss\"");
+        let text = String::from_utf8(b.to_bytes().to_vec()).unwrap();
+        assert!(
+            text.contains(
+                "z9hG4bK776asdhds;oc;oc=20;oc-algo=\"loss\", SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -330,6 +330,11 @@ impl Registrar {
         self.source_ips.contains_key(&ip)
     }
 
+    /// Number of bindings registered from `ip` (many phones behind one NAT address).
+    pub fn source_ip_bindings(&self, ip: std::net::IpAddr) -> u32 {
+        self.source_ips.get(&ip).copied().unwrap_or(0)
+    }
+
     fn live_count(&self, user: &str, now: Instant) -> usize {
         self.lookup(user, now).count()
     }

@@ -31,6 +31,7 @@ use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
 mod cdr;
+mod guard;
 mod seats;
 use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
@@ -112,6 +113,19 @@ pub struct Switch {
     /// Rate limits for the warnings any stranger can trigger.
     auth_failed_log: LogLimiter<Instant>,
     stranger_log: LogLimiter<Instant>,
+    /// Per-source request budgets and bans (`flood.rs`).
+    flood: crate::flood::FloodGuard,
+    ban_s: u64,
+    /// Failed-authentication lockouts (`lockout.rs`).
+    auth_guard: crate::lockout::AuthGuard,
+    /// Classes of service (`cos.rs`).
+    classes: crate::cos::Classes,
+    overload: crate::security::OverloadConfig,
+    /// Security events (bans, lockouts, refused numbers), each kind at a bounded rate.
+    ban_log: LogLimiter<Instant>,
+    lockout_log: LogLimiter<Instant>,
+    cos_log: LogLimiter<Instant>,
+    overload_log: LogLimiter<Instant>,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -217,6 +231,15 @@ impl Switch {
             registrations_dirty: false,
             auth_failed_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             stranger_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            flood: crate::flood::FloodGuard::new(c.security.flood.clone(), whitelist(loaded)),
+            ban_s: c.security.flood.ban_s,
+            auth_guard: crate::lockout::AuthGuard::new(c.security.lockout.clone()),
+            classes: crate::cos::Classes::new(&c.classes, &c.agents),
+            overload: c.security.overload.clone(),
+            ban_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            lockout_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            cos_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            overload_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         }
     }
 
@@ -236,6 +259,12 @@ impl Switch {
         self.ring_timeout = Duration::from_secs(c.routing.ring_timeout_s);
         self.trunk_failover = Duration::from_millis(c.routing.trunk_failover_ms);
         self.plan = plan;
+        self.flood
+            .reconfigure(c.security.flood.clone(), whitelist(loaded));
+        self.ban_s = c.security.flood.ban_s;
+        self.auth_guard.reconfigure(c.security.lockout.clone());
+        self.classes = crate::cos::Classes::new(&c.classes, &c.agents);
+        self.overload = c.security.overload.clone();
     }
 
     /// The plan new calls use.
@@ -277,6 +306,9 @@ impl Switch {
         bytes: &[u8],
         out: &mut Vec<Transmit>,
     ) {
+        if !self.admit(now, source, bytes) {
+            return;
+        }
         self.proxy.handle_message(now, source, bytes);
         self.pump(now, out);
     }
@@ -438,6 +470,11 @@ impl Switch {
                 self.on_emergency(now, id, &req, source, service);
                 return;
             }
+            // Overload: new calls are shed before any digest or routing work.
+            if self.overloaded() {
+                self.reject_overload(now, id, &req);
+                return;
+            }
         }
         match req.method() {
             Method::Register => self.on_register(now, id, &req, source),
@@ -459,8 +496,19 @@ impl Switch {
     }
 
     fn on_register(&mut self, now: Instant, id: ServerId, req: &Request, source: Peer) {
-        let creds = &self.credentials;
-        let outcome = self.reg_auth.verify_request(now, req, |u| creds.get(u));
+        let ip = source.addr.ip();
+        let claimed_user = self.reg_auth.claimed_username(req.rsip());
+        let outcome = if self.locked_out(now, claimed_user.as_deref(), ip) {
+            // Locked out: the same challenge as a wrong password, without checking the digest.
+            AuthOutcome::Failed {
+                reason: sip_core::auth::FailReason::BadResponse,
+            }
+        } else {
+            let creds = &self.credentials;
+            let o = self.reg_auth.verify_request(now, req, |u| creds.get(u));
+            self.count_auth(now, &o, claimed_user.as_deref(), ip, "register");
+            o
+        };
         let user = match outcome {
             AuthOutcome::Authenticated { user, .. } => user,
             other => {
@@ -670,6 +718,12 @@ impl Switch {
         };
         let plan = self.plan.clone();
         let decision = plan.route(dialed, &caller, trunk_prefecture.as_deref());
+        if let Origin::Agent { user } = &origin {
+            let user = user.clone();
+            if !self.class_allows(now, id, &user, dialed, &decision) {
+                return;
+            }
+        }
         if let Decision::Emergency {
             service,
             prefecture,
@@ -1005,8 +1059,19 @@ impl Switch {
                 prefecture: self.plan.center(p).id.to_string(),
             });
         }
-        let creds = &self.credentials;
-        let outcome = self.proxy_auth.verify_request(now, req, |u| creds.get(u));
+        let ip = source.addr.ip();
+        let claimed_user = self.proxy_auth.claimed_username(req.rsip());
+        let outcome = if self.locked_out(now, claimed_user.as_deref(), ip) {
+            // Locked out: challenged again (407) as after a wrong password, digest unchecked.
+            AuthOutcome::Failed {
+                reason: sip_core::auth::FailReason::BadResponse,
+            }
+        } else {
+            let creds = &self.credentials;
+            let o = self.proxy_auth.verify_request(now, req, |u| creds.get(u));
+            self.count_auth(now, &o, claimed_user.as_deref(), ip, "proxy");
+            o
+        };
         match outcome {
             AuthOutcome::Authenticated { user, .. } => Some(Origin::Agent { user }),
             AuthOutcome::Missing if !self.is_known_device(source.addr) => {
@@ -1178,6 +1243,7 @@ impl Switch {
         metrics::gauge!(m::TRANSACTIONS, "kind" => "server").set(servers as f64);
         metrics::gauge!(m::TRANSACTIONS, "kind" => "client").set(clients as f64);
         metrics::gauge!(m::REGISTRATIONS).set(self.registrar.binding_count() as f64);
+        metrics::gauge!(m::FLOOD_SOURCES).set(self.flood.tracked() as f64);
         let Some(sm) = self.seats.as_ref() else {
             return;
         };
@@ -1320,6 +1386,17 @@ fn credential_store(loaded: &Loaded) -> CredentialStore {
         store.insert(a.user.get_ref().clone(), acct);
     }
     store
+}
+
+/// The ops whitelist (validated in config).
+fn whitelist(loaded: &Loaded) -> Vec<ipnet::IpNet> {
+    loaded
+        .config
+        .security
+        .whitelist
+        .iter()
+        .filter_map(|w| crate::security::parse_net(w.get_ref()))
+        .collect()
 }
 
 fn hex_to_32(h: &str) -> Option<[u8; 32]> {

@@ -47,6 +47,12 @@ pub struct Config {
     /// The active/standby pair over PostgreSQL (`ha.rs`). Without it the daemon is a single node.
     #[serde(default)]
     pub ha: Option<crate::ha::HaConfig>,
+    /// Flood limits, authentication lockout, overload control (SECURITY.md).
+    #[serde(default)]
+    pub security: crate::security::SecurityConfig,
+    /// Classes of service: what agents may dial (toll fraud). Agents without `class` get `default`.
+    #[serde(default)]
+    pub classes: Vec<crate::security::ClassConfig>,
 }
 
 /// SIP transport settings.
@@ -300,6 +306,9 @@ pub struct AgentConfig {
     /// the seat manager lands, a queue rings its registered agents in this file's order.
     #[serde(default)]
     pub queues: Vec<Spanned<String>>,
+    /// The agent's class of service (`[[classes]]` name); `default` when absent.
+    #[serde(default)]
+    pub class: Option<Spanned<String>>,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -560,6 +569,12 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                 ));
             }
         }
+    }
+
+    for (span, message) in
+        crate::security::validate(&config.security, &config.classes, &config.agents)
+    {
+        problems.push(at(span, message));
     }
 
     if problems.is_empty() {

@@ -2,10 +2,14 @@
 
 pub mod app;
 pub mod config;
+pub mod cos;
 pub mod daemon;
+pub mod flood;
 pub mod ha;
+pub mod lockout;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
+pub mod security;
 pub mod setup;
 pub mod transport;

@@ -45,6 +45,21 @@ pub const EMERGENCY_FAILOVERS: &str = "switchboard_emergency_failovers_total";
 pub const NO_AGENT_ALARMS: &str = "switchboard_no_agent_alarms_total";
 /// CDRs that could not be handed to the store (its queue was full or it had stopped).
 pub const CDRS_LOST: &str = "switchboard_cdrs_lost_total";
+/// Requests dropped before parsing, by `reason` = `rate` | `banned` (the per-source flood guard) |
+/// `overload` (an unregistered address while transactions are at twice the overload threshold).
+pub const FLOOD_DROPS: &str = "switchboard_flood_drops_total";
+/// Sources banned for flooding, by `budget` = `requests` | `register`.
+pub const FLOOD_BANS: &str = "switchboard_flood_bans_total";
+/// Failed digest authentications, by `kind` = `register` | `proxy`.
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+/// Lockouts after repeated failures, by `scope` = `account` | `source`.
+pub const AUTH_LOCKOUTS: &str = "switchboard_auth_lockouts_total";
+/// Agents' calls refused by their class of service (toll fraud).
+pub const COS_REFUSALS: &str = "switchboard_cos_refusals_total";
+/// New INVITEs refused with 503 because the core was beyond capacity.
+pub const OVERLOAD_REJECTIONS: &str = "switchboard_overload_rejections_total";
+/// Sources the flood guard tracks now.
+pub const FLOOD_SOURCES: &str = "switchboard_flood_tracked_sources";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -89,6 +104,13 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         "Calls with no agent logged in along their chain"
     );
     describe_counter!(CDRS_LOST, "CDRs not handed to the store");
+    describe_counter!(FLOOD_DROPS, "Requests dropped by the flood guard");
+    describe_counter!(FLOOD_BANS, "Sources banned for flooding");
+    describe_counter!(AUTH_FAILURES, "Failed digest authentications");
+    describe_counter!(AUTH_LOCKOUTS, "Lockouts after repeated failures");
+    describe_counter!(COS_REFUSALS, "Calls refused by class of service");
+    describe_counter!(OVERLOAD_REJECTIONS, "New calls refused: overload");
+    describe_gauge!(FLOOD_SOURCES, "Sources tracked by the flood guard");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())
