@@ -44,6 +44,7 @@ mod backend;
 mod config;
 mod error;
 mod export;
+pub mod orders;
 pub mod outbox;
 mod record;
 pub mod schema;
@@ -56,6 +57,7 @@ pub use backend::{DeliveryEnd, PendingDelivery, StoreBackend};
 pub use config::{ConfigErrors, ConfigProblem, OutboxConfig, StoreConfig};
 pub use error::{StoreError, SubmitError};
 pub use export::{write_csv, write_jsonl, CDR_COLUMNS};
+pub use orders::{agent_order, work_orders, NewOrder};
 pub use outbox::{Delivery, Outbox, OutboxError, OutboxScheduler};
 pub use record::{
     Cdr, HistoryEntry, KvRow, KvSpace, LineMode, NewDelivery, Outcome, Record, Redacted, UnixMs,

@@ -273,6 +273,10 @@ pub struct TrunkConfig {
     /// The prefecture the trunk serves, if it serves one (e.g. `xining`).
     #[serde(default)]
     pub prefecture: Option<String>,
+    /// A sub-center's HTTP endpoint for work orders (`http://host:port/path`): the orders of calls
+    /// handed to this trunk, or falling back from it, are POSTed there through the durable outbox.
+    #[serde(default)]
+    pub outbox_url: Option<Spanned<String>>,
 }
 
 /// An agent account.
@@ -397,6 +401,8 @@ pub struct Trunk {
     pub name: String,
     pub nets: Vec<IpNet>,
     pub prefecture: Option<String>,
+    /// Where work orders for this sub-center go (`http://…`), if anywhere.
+    pub outbox_url: Option<String>,
 }
 
 impl Loaded {
@@ -480,6 +486,13 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
         }
     }
 
+    if let Some(sc) = &config.store {
+        if let Err(e) = sc.validate() {
+            let start = text.find("[store]").unwrap_or(0);
+            problems.push(at(start..start, e.to_string()));
+        }
+    }
+
     let mut trunks = Vec::new();
     let mut names = std::collections::HashSet::new();
     for tc in &config.trunks {
@@ -505,10 +518,16 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                 format!("trunk `{}` has no sources", tc.name.get_ref()),
             ));
         }
+        if let Some(u) = &tc.outbox_url {
+            if let Err(e) = crate::outbox::check_url(u.get_ref()) {
+                problems.push(at(u.span(), format!("outbox_url: {e}")));
+            }
+        }
         trunks.push(Trunk {
             name: tc.name.get_ref().clone(),
             nets,
             prefecture: tc.prefecture.clone(),
+            outbox_url: tc.outbox_url.as_ref().map(|u| u.get_ref().clone()),
         });
     }
 

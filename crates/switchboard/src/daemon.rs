@@ -104,6 +104,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let loaded = setup.loaded.clone();
     let c = loaded.config.clone();
     // The store's writer thread: CDRs leave the hot path over its bounded queue.
+    // The outbox thread POSTs work orders to sub-centers; the writer wakes it after each commit.
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let mut outbox_task = None;
     let (cdr_store, store_writer) = match &c.store {
         Some(sc) => {
             let mut sc = sc.clone();
@@ -112,9 +115,14 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
-            let (s, w) = store::open(&sc, None)
+            let wake = outbox_wake.clone();
+            let (s, w) = store::open(&sc, Some(Box::new(move |_| wake.notify_one())))
                 .with_context(|| format!("opening the store {}", sc.path.display()))?;
-            info!(path = %sc.path.display(), "store open (CDRs)");
+            info!(path = %sc.path.display(), "store open (CDRs, work orders)");
+            outbox_task = Some(
+                crate::outbox::OutboxTask::spawn(sc.clone(), outbox_wake.clone())
+                    .context("starting the outbox thread")?,
+            );
             (Some(s), Some(w))
         }
         None => {
@@ -329,6 +337,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let _ = writer.await;
     if let Err(e) = write_atomically(&state_file, &export_text(&sw.registrar, clock.now())) {
         error!(file = %state_file.display(), %e, "could not save registrations");
+    }
+    if let Some(o) = outbox_task {
+        let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
     // Every CDR accepted so far is committed before the process ends.
     if let Some(w) = store_writer {

@@ -4,6 +4,7 @@ pub mod app;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
+pub mod outbox;
 pub mod ratelimit;
 pub mod redact;
 pub mod setup;

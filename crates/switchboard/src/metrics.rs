@@ -43,6 +43,12 @@ pub const EMERGENCY_FAILOVERS: &str = "switchboard_emergency_failovers_total";
 pub const NO_AGENT_ALARMS: &str = "switchboard_no_agent_alarms_total";
 /// CDRs that could not be handed to the store (its queue was full or it had stopped).
 pub const CDRS_LOST: &str = "switchboard_cdrs_lost_total";
+/// Work orders waiting in the outbox for their sub-center (in flight included).
+pub const OUTBOX_BACKLOG: &str = "switchboard_outbox_backlog";
+/// Outbox POSTs, by `result` = `delivered` | `retry` | `rejected`.
+pub const OUTBOX_ATTEMPTS: &str = "switchboard_outbox_attempts_total";
+/// Work orders created by the switchboard, by `kind`.
+pub const WORK_ORDERS: &str = "switchboard_work_orders_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -83,6 +89,9 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         "Calls with no agent logged in along their chain"
     );
     describe_counter!(CDRS_LOST, "CDRs not handed to the store");
+    describe_gauge!(OUTBOX_BACKLOG, "Work orders waiting for their sub-center");
+    describe_counter!(OUTBOX_ATTEMPTS, "Outbox POSTs, by result");
+    describe_counter!(WORK_ORDERS, "Work orders created, by kind");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())
