@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
+mod agent_state;
 mod cdr;
 mod seats;
 mod work_orders;
@@ -100,6 +101,8 @@ pub struct Switch {
     answered_cdrs: HashMap<Box<str>, store::Cdr>,
     /// Unix time (ms) of the core's time origin.
     unix_origin_ms: i64,
+    /// Agent states last handed to the store, to save only changes.
+    saved_agents: agent_state::Saved,
     /// Work-order ids, made in memory (never a database round trip).
     work_order_ids: store::WorkOrderIds,
     /// An abandoned call that waited this long (ms) gets a callback work order; 0: never.
@@ -212,6 +215,7 @@ impl Switch {
             drafts: HashMap::new(),
             answered_cdrs: HashMap::new(),
             unix_origin_ms: 0,
+            saved_agents: HashMap::new(),
             work_order_ids: store::WorkOrderIds::new(
                 c.store.as_ref().map_or("a", |s| s.node.as_str()),
             ),

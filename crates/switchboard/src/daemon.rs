@@ -107,6 +107,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     // The outbox thread POSTs work orders to sub-centers; the writer wakes it after each commit.
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let mut outbox_task = None;
+    let mut store_config = None;
     let (cdr_store, store_writer) = match &c.store {
         Some(sc) => {
             let mut sc = sc.clone();
@@ -119,6 +120,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             let (s, w) = store::open(&sc, Some(Box::new(move |_| wake.notify_one())))
                 .with_context(|| format!("opening the store {}", sc.path.display()))?;
             info!(path = %sc.path.display(), "store open (CDRs, work orders)");
+            store_config = Some(sc.clone());
             outbox_task = Some(
                 crate::outbox::OutboxTask::spawn(sc.clone(), outbox_wake.clone())
                     .context("starting the outbox thread")?,
@@ -161,6 +163,24 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => warn!(file = %state_file.display(), %e, "cannot read registration file"),
+    }
+
+    // Agents' states (logged in, out, on break) from the previous run, on top of the restored
+    // registrations.
+    if let Some(sc) = &store_config {
+        use store::StoreBackend;
+        match store::open_reader(sc)
+            .and_then(|mut r| r.load_kv(store::KvSpace::AgentState, unix_now_ms()))
+        {
+            Ok(rows) if !rows.is_empty() => {
+                let n = sw.restore_agent_states(clock.now(), rows);
+                info!(restored = n, "agent states restored");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(%e, "cannot read saved agent states; agents start as their centers say")
+            }
+        }
     }
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -273,6 +293,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             }
             _ = stats_tick.tick() => {
                 sw.publish_metrics(clock.now());
+                sw.persist_agent_states(clock.now());
             }
             _ = wall_tick.tick() => {
                 sw.on_wall_clock(clock.now(), unix_now());
@@ -338,6 +359,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     if let Err(e) = write_atomically(&state_file, &export_text(&sw.registrar, clock.now())) {
         error!(file = %state_file.display(), %e, "could not save registrations");
     }
+    sw.persist_agent_states(clock.now());
     if let Some(o) = outbox_task {
         let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
