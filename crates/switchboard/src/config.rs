@@ -650,6 +650,30 @@ state_file = "x"
     }
 
     #[test]
+    fn a_bad_outbox_url_and_a_bad_store_section_are_refused_with_their_line() {
+        let text = format!(
+            "{MIN}[store]\npath = \"db\"\nnode = \"a-b\"\n[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"https://h/w\"\n"
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert_eq!(e.0[0].line, 7, "{e}");
+        assert!(e.0[0].message.contains("store.node"), "{e}");
+        assert_eq!(e.0[1].line, 13, "{e}");
+        assert!(e.0[1].message.contains("outbox_url"), "{e}");
+        let text = format!(
+            "{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_ur = \"x\"\n"
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:10:1: "), "{e}");
+        let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"\n");
+        let l = parse_str(Path::new("t.toml"), &ok).unwrap();
+        assert_eq!(
+            l.trunks[0].outbox_url.as_deref(),
+            Some("http://127.0.2.1:8080/workorders")
+        );
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));

@@ -31,8 +31,8 @@ fn every_call_leaves_a_cdr_that_survives_sigkill() {
     // committed with its CDR before the kill.
     let mut d = Daemon::start_with(Settings {
         config_edits: vec![(
-            "path = \"switchboard.db\"\n".into(),
-            "path = \"switchboard.db\"\ncallback_after_abandon_s = 1\n".into(),
+            "callback_after_abandon_s = 30\n".into(),
+            "callback_after_abandon_s = 1\n".into(),
         )],
         ..Settings::default()
     });

@@ -146,8 +146,8 @@ fn daemon_with_subcenter(ip: &str, sip_port: u16, http_port: u16, store_extra: &
                 ),
             ),
             (
-                "path = \"switchboard.db\"\n".into(),
-                format!("path = \"switchboard.db\"\n{store_extra}\n"),
+                "callback_after_abandon_s = 30\n".into(),
+                format!("callback_after_abandon_s = 30\n{store_extra}\n"),
             ),
         ],
         ..Settings::default()
@@ -343,8 +343,8 @@ fn a_subcenter_that_refuses_the_call_falls_back_to_12345_with_a_callback_order()
 fn a_caller_who_hangs_up_after_n_seconds_gets_a_callback_order() {
     let d = Daemon::start_with(Settings {
         config_edits: vec![(
-            "path = \"switchboard.db\"\n".into(),
-            "path = \"switchboard.db\"\ncallback_after_abandon_s = 1\n".into(),
+            "callback_after_abandon_s = 30\n".into(),
+            "callback_after_abandon_s = 1\n".into(),
         )],
         ..Settings::default()
     });
