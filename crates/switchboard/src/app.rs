@@ -610,11 +610,7 @@ impl Switch {
             emergency_bridge::RESOURCE_PRIORITY,
             emergency_bridge::resource_priority(service).to_owned(),
         );
-        let referred_by = req.header("Referred-By").map(|by| {
-            RouteUri::parse(&by)
-                .and_then(|u| u.user)
-                .unwrap_or_default()
-        });
+        let referred_by = req.header("Referred-By").map(|by| referrer(&by));
         if let Some(agent) = &referred_by {
             tracing::warn!(%service, agent = %agent, "emergency hand-off from 12345 (referred by agent)");
         }
@@ -1234,6 +1230,24 @@ impl Switch {
             }
         }
     }
+}
+
+/// The agent named in a Referred-By value (`<sip:8001@host>`, with or without a display name or
+/// parameters); empty when it names none.
+fn referrer(by: &str) -> String {
+    let by = by.trim();
+    if let Some(user) = RouteUri::parse(by).and_then(|u| u.user) {
+        return user;
+    }
+    let inner = by
+        .split_once('<')
+        .and_then(|(_, r)| r.split_once('>'))
+        .map_or(by, |(u, _)| u);
+    inner
+        .split_once(':')
+        .and_then(|(_, r)| r.split_once('@'))
+        .map(|(u, _)| u.to_owned())
+        .unwrap_or_default()
 }
 
 /// The caller's prefecture as the queue step carries it.

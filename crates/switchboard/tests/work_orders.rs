@@ -6,8 +6,8 @@
 //! are read back from the daemon's SQLite file through the store crate; CDRs through
 //! `switchboard cdr export`.
 //!
-//! Addresses: 127.0.4.1 (transfer), 127.0.4.2 (outage), 127.0.4.3 (fallback), 127.0.4.4 and .5
-//! (emergency PSAP and agent).
+//! Addresses: 127.0.4.1 (transfer), 127.0.4.2 (outage), 127.0.4.3 (fallback), 127.0.4.4 (emergency
+//! PSAPs: ambulance 5120, fire 5119), 127.0.4.5 and .9 (agents handing off).
 
 mod common;
 
@@ -454,5 +454,56 @@ fn an_emergency_hand_off_has_a_linkage_order_named_in_the_psap_invite_and_the_cd
         .iter()
         .find(|c| c["mode"] == "emergency")
         .expect("the emergency CDR");
+    assert_eq!(to_psap["work_order"], w.id.as_str(), "{to_psap}");
+}
+
+#[test]
+fn a_refer_hand_off_has_a_linkage_order_named_in_the_psap_invite_and_its_cdr() {
+    // Haidong's fire PSAP moved to 127.0.4.4 for this test; agent 8001 at 127.0.4.9 REFERs the
+    // caller (a Haidong landline on the demo trunk) to 119.
+    let psap_ip = "127.0.4.4";
+    let d = Daemon::start_with(Settings {
+        config_edits: vec![(
+            "targets = [\"sip:127.0.1.2:5119\"]".into(),
+            format!("targets = [\"sip:{psap_ip}:5119\"]"),
+        )],
+        ..Settings::default()
+    });
+    let ip = "127.0.4.9";
+    let port = free_port(ip);
+    register(&d, "8001", ip, port, "u1");
+    let agent = uas("agent transfers", "uas_refer.xml", "8001", ip, port, 1);
+    let fire = uas("fire PSAP", "uas.xml", "psap", psap_ip, 5119, 1);
+    let (ok, diag) = uac(&d, "caller", "uac_transfer.xml", "8001", "127.0.0.2", &[]).finish(LIMIT);
+    let (a_ok, a_diag) = agent.finish(LIMIT);
+    let (p_ok, p_diag) = fire.finish(LIMIT);
+    assert!(
+        ok && a_ok && p_ok,
+        "{diag}\n{a_diag}\n{p_diag}\n--- daemon\n{}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || !work_orders(&d).is_empty()));
+    let orders = work_orders(&d);
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    let w = &orders[0];
+    assert_eq!(w.kind, store::WorkOrderKind::EmergencyLinkage);
+    assert_eq!(w.payload["agent"], "8001", "the Referred-By agent");
+    assert_eq!(w.payload["service"], "119");
+    assert_eq!(w.caller.as_deref(), Some("09725551234"));
+    let linkage = p_diag
+        .lines()
+        .find(|l| l.starts_with("X-12345-Linkage:"))
+        .unwrap_or("");
+    assert!(
+        linkage.contains(&format!("workorder={}", w.id)),
+        "{linkage}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || export(&d)
+        .iter()
+        .any(|c| c["mode"] == "emergency")));
+    let to_psap = export(&d)
+        .into_iter()
+        .find(|c| c["mode"] == "emergency")
+        .unwrap();
     assert_eq!(to_psap["work_order"], w.id.as_str(), "{to_psap}");
 }
