@@ -30,6 +30,14 @@ pub struct StoreConfig {
     /// checkpoint) before failing with `SQLITE_BUSY`.
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// A caller who hangs up unanswered after waiting at least this long gets a callback work
+    /// order; 0 turns that off.
+    #[serde(default = "default_callback_after_abandon_s")]
+    pub callback_after_abandon_s: u64,
+    /// This switchboard's name in work-order ids (`WO-<node>-…`); the two nodes of an HA pair
+    /// need different names.
+    #[serde(default = "default_node")]
+    pub node: String,
     /// Retries of deliveries to sub-centers.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -62,6 +70,12 @@ impl Default for OutboxConfig {
     }
 }
 
+fn default_callback_after_abandon_s() -> u64 {
+    30
+}
+fn default_node() -> String {
+    "a".into()
+}
 fn default_queue_capacity() -> usize {
     65_536
 }
@@ -90,6 +104,8 @@ impl StoreConfig {
             max_batch: default_max_batch(),
             max_batch_wait_ms: default_max_batch_wait_ms(),
             busy_timeout_ms: default_busy_timeout_ms(),
+            callback_after_abandon_s: default_callback_after_abandon_s(),
+            node: default_node(),
             outbox: OutboxConfig::default(),
             postgres_url: None,
         }
@@ -100,6 +116,9 @@ impl StoreConfig {
         let mut problems = Vec::new();
         if self.path.as_os_str().is_empty() && self.postgres_url.is_none() {
             problems.push(ConfigProblem::EmptyPath);
+        }
+        if self.node.is_empty() || !self.node.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            problems.push(ConfigProblem::BadNode(self.node.clone()));
         }
         if self.queue_capacity == 0 {
             problems.push(ConfigProblem::Zero("queue_capacity"));
@@ -133,6 +152,9 @@ pub enum ConfigProblem {
     /// A count or duration that must be positive is zero.
     #[error("store.{0} must be greater than zero")]
     Zero(&'static str),
+    /// The node name is empty or not plain letters and digits.
+    #[error("store.node `{0}` must be letters and digits (it goes into work-order ids)")]
+    BadNode(String),
     /// The backoff cap is below the first backoff.
     #[error("store.outbox.max_backoff_ms ({max_ms}) is below initial_backoff_ms ({initial_ms})")]
     BackoffCapBelowInitial {

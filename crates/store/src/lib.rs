@@ -44,6 +44,7 @@ mod backend;
 mod config;
 mod error;
 mod export;
+pub mod orders;
 pub mod outbox;
 pub mod postgres;
 mod record;
@@ -58,6 +59,7 @@ pub use backend::{DeliveryEnd, PendingDelivery, StoreBackend};
 pub use config::{ConfigErrors, ConfigProblem, OutboxConfig, StoreConfig};
 pub use error::{StoreError, SubmitError};
 pub use export::{write_csv, write_jsonl, CDR_COLUMNS};
+pub use orders::{agent_order, work_orders, NewOrder};
 pub use outbox::{Delivery, Outbox, OutboxError, OutboxScheduler};
 pub use postgres::PgBackend;
 pub use record::{

@@ -30,9 +30,11 @@ use tracing::{debug, info, warn};
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
+mod agent_state;
 mod cdr;
 mod guard;
 mod seats;
+mod work_orders;
 use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
 
@@ -100,6 +102,12 @@ pub struct Switch {
     answered_cdrs: HashMap<Box<str>, store::Cdr>,
     /// Unix time (ms) of the core's time origin.
     unix_origin_ms: i64,
+    /// Agent states last handed to the store, to save only changes.
+    saved_agents: agent_state::Saved,
+    /// Work-order ids, made in memory (never a database round trip).
+    work_order_ids: store::WorkOrderIds,
+    /// An abandoned call that waited this long (ms) gets a callback work order; 0: never.
+    abandon_callback_ms: i64,
     /// Ring and trunk-failover timers: (deadline, call, step number, is trunk).
     timers: BinaryHeap<Reverse<(Instant, ServerId, u32, bool)>>,
     ring_timeout: Duration,
@@ -223,6 +231,14 @@ impl Switch {
             drafts: HashMap::new(),
             answered_cdrs: HashMap::new(),
             unix_origin_ms: 0,
+            saved_agents: HashMap::new(),
+            work_order_ids: store::WorkOrderIds::new(
+                c.store.as_ref().map_or("a", |s| s.node.as_str()),
+            ),
+            abandon_callback_ms: c
+                .store
+                .as_ref()
+                .map_or(0, |s| s.callback_after_abandon_s.saturating_mul(1000) as i64),
             timers: BinaryHeap::new(),
             ring_timeout: Duration::from_secs(c.routing.ring_timeout_s),
             trunk_failover: Duration::from_millis(c.routing.trunk_failover_ms),
@@ -593,9 +609,11 @@ impl Switch {
         // The 12345 call the hand-off belongs to: the agent's current call when the agent dials,
         // else this call itself (a REFER'd caller's PBX, a trunk, a PSAP).
         let mut linked_call: Box<str> = req.meta.call_id.clone();
+        let mut handoff_agent: Option<String> = None;
         if matches!(origin, Origin::Device | Origin::Agent { .. }) {
             if let Some((call_id, e)) = self.current_call_of_device(source.addr.ip(), now) {
                 linked_call = call_id;
+                handoff_agent = Some(e.agent.to_string());
                 info!(agent = %e.agent, %service, "emergency hand-off by an agent on a call: the caller's prefecture and identity");
                 caller = e.caller.clone();
                 trunk_prefecture = e.trunk_prefecture.clone();
@@ -650,18 +668,36 @@ impl Switch {
             emergency_bridge::RESOURCE_PRIORITY,
             emergency_bridge::resource_priority(service).to_owned(),
         );
-        if let Ok(v) = emergency_bridge::linkage_value(&linked_call, None) {
+        let referred_by = req.header("Referred-By").map(|by| referrer(&by));
+        if let Some(agent) = &referred_by {
+            tracing::warn!(%service, agent = %agent, "emergency hand-off from 12345 (referred by agent)");
+        }
+        // A hand-off from 12345 (an agent on a call dials the PSAP, or a REFER'd caller arrives):
+        // the linkage work order, made in memory and submitted without waiting.
+        let handoff_agent = handoff_agent.or(referred_by);
+        let work_order = if handoff_agent.is_some() {
+            let psap = steps.iter().find_map(|st| match st {
+                Step::Trunk(t) => Some(t.uri.clone()),
+                _ => None,
+            });
+            self.emergency_linkage(
+                now,
+                work_orders::Handoff {
+                    linked_call: &linked_call,
+                    caller: &caller,
+                    prefecture: Some(self.plan.center(prefecture).id.to_string()),
+                    service: emergency_bridge::service_number(service),
+                    psap,
+                    agent: handoff_agent,
+                },
+            )
+        } else {
+            None
+        };
+        if let Ok(v) = emergency_bridge::linkage_value(&linked_call, work_order.as_deref()) {
             let _ = self
                 .proxy
                 .add_request_header(id, emergency_bridge::LINKAGE_HEADER, v);
-        }
-        if let Some(by) = req.header("Referred-By") {
-            // A 12345 agent handed the caller over (REFER): the linkage record. The store issue
-            // will keep it with the call's CDR and work order.
-            let agent = RouteUri::parse(&by)
-                .and_then(|u| u.user)
-                .unwrap_or_default();
-            tracing::warn!(%service, agent = %agent, "emergency hand-off from 12345 (referred by agent)");
         }
         tracing::warn!(
             %service,
@@ -686,7 +722,14 @@ impl Switch {
             Some(self.plan.center(prefecture).id.to_string()),
             None,
         );
-        self.cdr_update(id, |c, _| c.target = first_target, now);
+        self.cdr_update(
+            id,
+            |c, _| {
+                c.target = first_target;
+                c.work_order = work_order;
+            },
+            now,
+        );
         let mut call = Call::new(steps, &req.meta.call_id, bridge.no_provisional_timeout());
         call.emergency = Some(service);
         self.calls.insert(id, call);
@@ -1273,6 +1316,24 @@ impl Switch {
             }
         }
     }
+}
+
+/// The agent named in a Referred-By value (`<sip:8001@host>`, with or without a display name or
+/// parameters); empty when it names none.
+fn referrer(by: &str) -> String {
+    let by = by.trim();
+    if let Some(user) = RouteUri::parse(by).and_then(|u| u.user) {
+        return user;
+    }
+    let inner = by
+        .split_once('<')
+        .and_then(|(_, r)| r.split_once('>'))
+        .map_or(by, |(u, _)| u);
+    inner
+        .split_once(':')
+        .and_then(|(_, r)| r.split_once('@'))
+        .map(|(u, _)| u.to_owned())
+        .unwrap_or_default()
 }
 
 /// The caller's prefecture as the queue step carries it.

@@ -282,6 +282,10 @@ pub struct TrunkConfig {
     /// The prefecture the trunk serves, if it serves one (e.g. `xining`).
     #[serde(default)]
     pub prefecture: Option<String>,
+    /// A sub-center's HTTP endpoint for work orders (`http://host:port/path`): the orders of calls
+    /// handed to this trunk, or falling back from it, are POSTed there through the durable outbox.
+    #[serde(default)]
+    pub outbox_url: Option<Spanned<String>>,
 }
 
 /// An agent account.
@@ -409,6 +413,8 @@ pub struct Trunk {
     pub name: String,
     pub nets: Vec<IpNet>,
     pub prefecture: Option<String>,
+    /// Where work orders for this sub-center go (`http://…`), if anywhere.
+    pub outbox_url: Option<String>,
 }
 
 impl Loaded {
@@ -492,6 +498,13 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
         }
     }
 
+    if let Some(sc) = &config.store {
+        if let Err(e) = sc.validate() {
+            let start = text.find("[store]").unwrap_or(0);
+            problems.push(at(start..start, e.to_string()));
+        }
+    }
+
     let mut trunks = Vec::new();
     let mut names = std::collections::HashSet::new();
     for tc in &config.trunks {
@@ -517,10 +530,16 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                 format!("trunk `{}` has no sources", tc.name.get_ref()),
             ));
         }
+        if let Some(u) = &tc.outbox_url {
+            if let Err(e) = crate::outbox::check_url(u.get_ref()) {
+                problems.push(at(u.span(), format!("outbox_url: {e}")));
+            }
+        }
         trunks.push(Trunk {
             name: tc.name.get_ref().clone(),
             nets,
             prefecture: tc.prefecture.clone(),
+            outbox_url: tc.outbox_url.as_ref().map(|u| u.get_ref().clone()),
         });
     }
 
@@ -646,6 +665,30 @@ state_file = "x"
         assert_eq!(e.0[0].line, 10);
         assert!(e.0[0].message.contains("not-an-ip"));
         assert_eq!(e.0[1].line, 13);
+    }
+
+    #[test]
+    fn a_bad_outbox_url_and_a_bad_store_section_are_refused_with_their_line() {
+        let text = format!(
+            "{MIN}[store]\npath = \"db\"\nnode = \"a-b\"\n[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"https://h/w\"\n"
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert_eq!(e.0[0].line, 7, "{e}");
+        assert!(e.0[0].message.contains("store.node"), "{e}");
+        assert_eq!(e.0[1].line, 13, "{e}");
+        assert!(e.0[1].message.contains("outbox_url"), "{e}");
+        let text = format!(
+            "{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_ur = \"x\"\n"
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:10:1: "), "{e}");
+        let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"\n");
+        let l = parse_str(Path::new("t.toml"), &ok).unwrap();
+        assert_eq!(
+            l.trunks[0].outbox_url.as_deref(),
+            Some("http://127.0.2.1:8080/workorders")
+        );
     }
 
     #[test]

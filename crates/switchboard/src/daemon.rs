@@ -104,6 +104,10 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let loaded = setup.loaded.clone();
     let c = loaded.config.clone();
     // The store's writer thread: CDRs leave the hot path over its bounded queue.
+    // The outbox thread POSTs work orders to sub-centers; the writer wakes it after each commit.
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let mut outbox_task = None;
+    let mut store_config = None;
     let (cdr_store, store_writer) = match &c.store {
         Some(sc) => {
             let mut sc = sc.clone();
@@ -114,11 +118,19 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             }
             // Off the runtime: the PostgreSQL client blocks (and runs its own small runtime).
             let open_cfg = sc.clone();
-            let (s, w) = tokio::task::spawn_blocking(move || store::open(&open_cfg, None))
-                .await
-                .context("store open task")?
-                .with_context(|| format!("opening the store {}", sc.path.display()))?;
-            info!(path = %sc.path.display(), "store open (CDRs)");
+            let wake = outbox_wake.clone();
+            let (s, w) = tokio::task::spawn_blocking(move || {
+                store::open(&open_cfg, Some(Box::new(move |_| wake.notify_one())))
+            })
+            .await
+            .context("store open task")?
+            .with_context(|| format!("opening the store {}", sc.path.display()))?;
+            info!(path = %sc.path.display(), "store open (CDRs, work orders)");
+            store_config = Some(sc.clone());
+            outbox_task = Some(
+                crate::outbox::OutboxTask::spawn(sc.clone(), outbox_wake.clone())
+                    .context("starting the outbox thread")?,
+            );
             (Some(s), Some(w))
         }
         None => {
@@ -201,6 +213,28 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         metrics::gauge!(crate::metrics::HA_ACTIVE).set(1.0);
     }
     let in_ha = ha.is_some();
+    // Agents' states (logged in, out, on break) from the previous run, on top of the restored
+    // registrations.
+    if let Some(sc) = &store_config {
+        use store::StoreBackend;
+        let read_cfg = sc.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            store::open_backend(&read_cfg)
+                .and_then(|mut r| r.load_kv(store::KvSpace::AgentState, unix_now_ms()))
+        })
+        .await
+        .context("agent-state read task")?;
+        match rows {
+            Ok(rows) if !rows.is_empty() => {
+                let n = sw.restore_agent_states(clock.now(), rows);
+                info!(restored = n, "agent states restored");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(%e, "cannot read saved agent states; agents start as their centers say")
+            }
+        }
+    }
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     // The reserved path: emergency INVITEs never wait behind (or get dropped with) other traffic.
@@ -331,6 +365,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             }
             _ = stats_tick.tick() => {
                 sw.publish_metrics(clock.now());
+                sw.persist_agent_states(clock.now());
             }
             _ = wall_tick.tick() => {
                 sw.on_wall_clock(clock.now(), unix_now());
@@ -398,6 +433,10 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let _ = writer.await;
     if let Err(e) = write_atomically(&state_file, &export_text(&sw.registrar, clock.now())) {
         error!(file = %state_file.display(), %e, "could not save registrations");
+    }
+    sw.persist_agent_states(clock.now());
+    if let Some(o) = outbox_task {
+        let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
     // Every CDR accepted so far is committed before the process ends.
     if let Some(w) = store_writer {

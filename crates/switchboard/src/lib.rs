@@ -8,6 +8,7 @@ pub mod flood;
 pub mod ha;
 pub mod lockout;
 pub mod metrics;
+pub mod outbox;
 pub mod ratelimit;
 pub mod redact;
 pub mod security;

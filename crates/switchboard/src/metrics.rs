@@ -60,6 +60,12 @@ pub const COS_REFUSALS: &str = "switchboard_cos_refusals_total";
 pub const OVERLOAD_REJECTIONS: &str = "switchboard_overload_rejections_total";
 /// Sources the flood guard tracks now.
 pub const FLOOD_SOURCES: &str = "switchboard_flood_tracked_sources";
+/// Work orders waiting in the outbox for their sub-center (in flight included).
+pub const OUTBOX_BACKLOG: &str = "switchboard_outbox_backlog";
+/// Outbox POSTs, by `result` = `delivered` | `retry` | `rejected`.
+pub const OUTBOX_ATTEMPTS: &str = "switchboard_outbox_attempts_total";
+/// Work orders created by the switchboard, by `kind`.
+pub const WORK_ORDERS: &str = "switchboard_work_orders_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -111,6 +117,9 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     describe_counter!(COS_REFUSALS, "Calls refused by class of service");
     describe_counter!(OVERLOAD_REJECTIONS, "New calls refused: overload");
     describe_gauge!(FLOOD_SOURCES, "Sources tracked by the flood guard");
+    describe_gauge!(OUTBOX_BACKLOG, "Work orders waiting for their sub-center");
+    describe_counter!(OUTBOX_ATTEMPTS, "Outbox POSTs, by result");
+    describe_counter!(WORK_ORDERS, "Work orders created, by kind");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())

@@ -27,7 +27,15 @@ fn export(d: &Daemon) -> Vec<serde_json::Value> {
 
 #[test]
 fn every_call_leaves_a_cdr_that_survives_sigkill() {
-    let mut d = Daemon::start();
+    // Callers who give up after 1 s get a callback work order: the abandoned call below makes one,
+    // committed with its CDR before the kill.
+    let mut d = Daemon::start_with(Settings {
+        config_edits: vec![(
+            "callback_after_abandon_s = 30\n".into(),
+            "callback_after_abandon_s = 1\n".into(),
+        )],
+        ..Settings::default()
+    });
     // An answered merge-line call from Haidong.
     let port = free_port("127.0.0.81");
     register(&d, "8002", "127.0.0.81", port, "u1");
@@ -117,6 +125,21 @@ fn every_call_leaves_a_cdr_that_survives_sigkill() {
         .expect("the abandoned call's CDR");
     assert_eq!(abandoned["outcome"], "abandoned", "{abandoned}");
     assert_eq!(abandoned["mode"], "hotline");
+    // The work order acknowledged with it survived too, and the store opens cleanly.
+    let mut reader = store::open_reader(&store::StoreConfig::new(
+        d.dir.path().join("switchboard.db"),
+    ))
+    .expect("the store opens after SIGKILL");
+    store::StoreBackend::check_integrity(&mut reader).expect("integrity");
+    let orders = store::StoreBackend::work_orders_since(&mut reader, 0, 100).unwrap();
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(orders[0].kind, store::WorkOrderKind::AbandonedCallback);
+    assert_eq!(
+        abandoned["work_order"],
+        orders[0].id.as_str(),
+        "{abandoned}"
+    );
+    assert_eq!(answered["work_order"], serde_json::Value::Null);
     // And the log never shows the caller's number in full.
     assert!(
         !d.log().contains("13800000000"),

@@ -110,11 +110,23 @@ impl Switch {
         }
     }
 
-    fn submit_cdr(&mut self, cdr: Cdr) {
+    fn submit_cdr(&mut self, mut cdr: Cdr) {
+        if self.cdrs.is_none() {
+            return;
+        }
+        // The work order the call calls for, its outbox delivery and the CDR naming it: one
+        // transaction, so a crash never keeps one without the others.
+        let mut records = self.work_order_for(&mut cdr);
+        let record = if records.is_empty() {
+            Record::Cdr(Box::new(cdr))
+        } else {
+            records.push(Record::Cdr(Box::new(cdr)));
+            Record::Group(records)
+        };
         let Some(store) = self.cdrs.as_ref() else {
             return;
         };
-        if let Err(e) = store.submit(Record::Cdr(Box::new(cdr))) {
+        if let Err(e) = store.submit(record) {
             // Never block the hot path: a full queue loses the record and says so.
             warn!(%e, "CDR not stored: the store's queue is full or closed");
             metrics::counter!(crate::metrics::CDRS_LOST).increment(1);
