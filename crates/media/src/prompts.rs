@@ -427,7 +427,7 @@ mod tests {
         let mut p = Prompts::new();
         // Each clip is a distinct constant level, so the order can be read back from the bytes.
         for (i, c) in Clip::ALL.iter().enumerate() {
-            p.add_samples(Lang::Mandarin, *c, &vec![(i as i16 + 1) * 500; 100]);
+            p.add_samples(Lang::Mandarin, *c, &[(i as i16 + 1) * 500; 100]);
         }
         p
     }
