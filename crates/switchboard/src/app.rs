@@ -31,6 +31,7 @@ use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
 mod cdr;
+mod early_media;
 mod seats;
 use crate::ratelimit::LogLimiter;
 use crate::redact::Redacted;
@@ -110,6 +111,8 @@ pub struct Switch {
     /// Rate limits for the warnings any stranger can trigger.
     auth_failed_log: LogLimiter<Instant>,
     stranger_log: LogLimiter<Instant>,
+    /// Early media (`[media]`); `None` without it.
+    media: Option<early_media::EarlyMedia>,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -214,6 +217,7 @@ impl Switch {
             registrations_dirty: false,
             auth_failed_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             stranger_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            media: None,
         }
     }
 
@@ -267,12 +271,14 @@ impl Switch {
         bytes: &[u8],
         out: &mut Vec<Transmit>,
     ) {
+        self.flush_media();
         self.proxy.handle_message(now, source, bytes);
         self.pump(now, out);
     }
 
     /// Fire due timers, including registration expiry.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        self.flush_media();
         self.proxy.handle_timeout(now);
         self.pump(now, out);
         if let Some(sm) = self.seats.as_mut() {
@@ -362,11 +368,14 @@ impl Switch {
             }
             Event::Cancelled { id } => {
                 debug!(?id, "caller cancelled");
+                self.stop_early_media(id);
                 self.caller_left(now, id);
                 self.calls.remove(&id);
             }
             Event::BranchResponse { id, status, target } => {
                 if (200..300).contains(&status) {
+                    // The agent's 2xx is on its way to the caller, who now talks to the agent.
+                    self.stop_early_media(id);
                     let user = RouteUri::parse(&target).and_then(|u| u.user);
                     self.cdr_update(
                         id,
@@ -398,6 +407,7 @@ impl Switch {
                 }
             }
             Event::Finished { id, status } => {
+                self.stop_early_media(id);
                 self.cdr_final(now, id, status, status == 487);
                 metrics::counter!(m::SIP_RESPONSES, "class" => status_class(status)).increment(1);
                 // The caller's transaction is over: if the seat manager still holds the call (it
@@ -687,6 +697,14 @@ impl Switch {
             );
             return;
         }
+        // The caller's prefecture, for the Tibetan prompts.
+        let media_prefecture = match &decision {
+            Decision::Queue(q) => Some(plan.center(q.prefecture).id.to_string()),
+            Decision::Dual { fallback, .. } | Decision::Subcenter { fallback, .. } => {
+                Some(plan.center(fallback.prefecture).id.to_string())
+            }
+            _ => None,
+        };
         let mode = match &decision {
             Decision::Queue(q) => q.line.map_or("hotline", |l| match l.mode() {
                 dialplan::Mode::Merge => "merge",
@@ -817,11 +835,22 @@ impl Switch {
                 entry_queue,
             );
         }
+        let queued_line = matches!(mode, "merge" | "dual" | "hotline");
         let mut call = Call::new(steps.into(), &req.meta.call_id, self.trunk_failover);
         call.caller = caller.clone();
         call.trunk_prefecture = trunk_prefecture.clone();
+        if self.media.is_some() && req.method() == Method::Invite {
+            call.media = early_media::MediaInfo::from_request(req);
+            call.media.merged = mode == "merge";
+            call.media.prefecture = media_prefecture;
+        }
         self.calls.insert(id, call);
         self.next_step(now, id);
+        // The interim queue (no seat manager) rings agents in turn: the caller hears the
+        // announcements meanwhile. With the seat manager, `Queued` starts them.
+        if self.seats.is_none() && queued_line && self.calls.contains_key(&id) {
+            self.start_early_media(now, id, None);
+        }
     }
 
     /// The agents of a queue, in config order, as hunting steps.
@@ -1107,6 +1136,8 @@ struct Call {
     caller: String,
     /// The trunk's prefecture, likewise.
     trunk_prefecture: Option<String>,
+    /// The caller's SDP offer and what its announcements depend on.
+    media: early_media::MediaInfo,
 }
 
 impl Call {
@@ -1125,6 +1156,7 @@ impl Call {
             position: 0,
             caller: String::new(),
             trunk_prefecture: None,
+            media: early_media::MediaInfo::default(),
         }
     }
 }
@@ -1158,6 +1190,9 @@ impl Switch {
         metrics::gauge!(m::TRANSACTIONS, "kind" => "server").set(servers as f64);
         metrics::gauge!(m::TRANSACTIONS, "kind" => "client").set(clients as f64);
         metrics::gauge!(m::REGISTRATIONS).set(self.registrar.binding_count() as f64);
+        if let Some(n) = self.media_ports_in_use() {
+            metrics::gauge!(m::MEDIA_PORTS_IN_USE).set(n as f64);
+        }
         let Some(sm) = self.seats.as_ref() else {
             return;
         };

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod config;
 pub mod daemon;
+pub mod media_task;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;

@@ -43,6 +43,14 @@ pub const EMERGENCY_FAILOVERS: &str = "switchboard_emergency_failovers_total";
 pub const NO_AGENT_ALARMS: &str = "switchboard_no_agent_alarms_total";
 /// CDRs that could not be handed to the store (its queue was full or it had stopped).
 pub const CDRS_LOST: &str = "switchboard_cdrs_lost_total";
+/// Early-media streams the media task is playing now.
+pub const MEDIA_STREAMS: &str = "switchboard_media_streams";
+/// RTP ports of the `[media]` range allocated to calls now.
+pub const MEDIA_PORTS_IN_USE: &str = "switchboard_media_ports_in_use";
+/// SDP offers of queued calls, by `result` = `answered` | `no_codec` | `no_port` | `busy`.
+pub const MEDIA_OFFERS: &str = "switchboard_media_offers_total";
+/// RTP ports the media task could not bind (the caller got no announcement).
+pub const MEDIA_BIND_FAILURES: &str = "switchboard_media_bind_failures_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -83,6 +91,10 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         "Calls with no agent logged in along their chain"
     );
     describe_counter!(CDRS_LOST, "CDRs not handed to the store");
+    describe_gauge!(MEDIA_STREAMS, "Early-media streams playing now");
+    describe_gauge!(MEDIA_PORTS_IN_USE, "RTP ports allocated to calls now");
+    describe_counter!(MEDIA_OFFERS, "SDP offers of queued calls, by result");
+    describe_counter!(MEDIA_BIND_FAILURES, "RTP ports that could not be bound");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())
