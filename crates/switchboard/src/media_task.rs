@@ -148,7 +148,9 @@ pub fn load(
     let mut tibetan = 0;
     for lang in [Lang::Mandarin, Lang::Tibetan] {
         for clip in Clip::ALL {
-            let f = dir.join(lang.dir()).join(format!("{}.wav", clip.file_stem()));
+            let f = dir
+                .join(lang.dir())
+                .join(format!("{}.wav", clip.file_stem()));
             match std::fs::read(&f) {
                 Ok(bytes) => match prompts.add_wav(lang, clip, &bytes) {
                     Ok(()) => tibetan += usize::from(lang == Lang::Tibetan),

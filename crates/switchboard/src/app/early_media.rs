@@ -78,9 +78,11 @@ pub(super) struct MediaInfo {
 impl MediaInfo {
     /// From the INVITE: keep the body only when it is SDP.
     pub fn from_request(req: &sip_core::message::Request) -> MediaInfo {
-        let sdp = req
-            .header("Content-Type")
-            .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
+        let sdp = req.header("Content-Type").is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/sdp")
+        });
         MediaInfo {
             offer: (sdp && !req.body().is_empty()).then(|| req.body().into()),
             ..MediaInfo::default()
@@ -124,7 +126,10 @@ impl Switch {
             }
         };
         let Some(port) = em.pool.allocate() else {
-            warn!(?id, "RTP port range exhausted: no early media for this call");
+            warn!(
+                ?id,
+                "RTP port range exhausted: no early media for this call"
+            );
             metrics::counter!(m::MEDIA_OFFERS, "result" => "no_port").increment(1);
             return;
         };
@@ -133,7 +138,10 @@ impl Switch {
         em.next_session += 1;
         let Some(neg) = sdp::answer(&offer, local, session) else {
             em.pool.release(port);
-            debug!(?id, "no usable codec in the offer: the call waits without early media");
+            debug!(
+                ?id,
+                "no usable codec in the offer: the call waits without early media"
+            );
             metrics::counter!(m::MEDIA_OFFERS, "result" => "no_codec").increment(1);
             return;
         };
