@@ -298,3 +298,102 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const MIN: &str = r#"
+[sip]
+listen = [{ transport = "udp", addr = "127.0.0.1:5060" }]
+[registrar]
+realm = "r"
+state_file = "x"
+"#;
+
+    fn plan() -> dialplan::CompiledPlan {
+        dialplan::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dialplans")).unwrap()
+    }
+
+    fn prompts() -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/prompts")
+            .display()
+            .to_string()
+    }
+
+    fn check(media: &str) -> Result<(MediaSettings, Arc<Prompts>), Vec<String>> {
+        let text = format!("{MIN}[media]\n{media}");
+        let loaded = crate::config::parse_str(Path::new("t.toml"), &text)
+            .map_err(|e| e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+        let mut problems = Vec::new();
+        let r = load(&loaded, &text, &plan(), &mut problems);
+        match r {
+            Some(x) if problems.is_empty() => Ok(x),
+            _ => Err(problems),
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        let r = PortRange::parse("127.0.0.1:20000-20999").unwrap();
+        assert_eq!((r.first, r.last), (20000, 20999));
+        assert_eq!(
+            PortRange::parse("[::1]:30000-30001").unwrap().ip,
+            "::1".parse::<IpAddr>().unwrap()
+        );
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:20000",
+            "x:1-2",
+            "127.0.0.1:20999-20000",
+            "127.0.0.1:80-90",
+            "127.0.0.1:20000-70000",
+        ] {
+            assert!(PortRange::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shipped_prompts_load_with_tibetan_falling_back() {
+        let (s, p) = check(&format!(
+            "rtp_ports = \"127.0.0.1:20000-20999\"\nprompts_dir = \"{}\"\ntibetan_prefectures = [\"yushu\"]\n",
+            prompts()
+        ))
+        .unwrap();
+        assert_eq!(s.advertise, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(s.tibetan_prefectures, ["yushu"]);
+        for c in Clip::ALL {
+            assert!(p.has(Lang::Mandarin, c), "{c:?}");
+            assert!(!p.has(Lang::Tibetan, c), "{c:?}: bo/ ships empty");
+        }
+    }
+
+    #[test]
+    fn problems_carry_file_and_line() {
+        let e = check(&format!(
+            "rtp_ports = \"0.0.0.0:20000-20999\"\nprompts_dir = \"{}\"\ntibetan_prefectures = [\"lhasa\"]\n",
+            prompts()
+        ))
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:8:13: ") && e[0].contains("advertise_ip"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("t.toml:10:") && e[1].contains("`lhasa`"),
+            "{e:?}"
+        );
+        let e =
+            check("rtp_ports = \"127.0.0.1:2-1\"\nprompts_dir = \"/nonexistent\"\n").unwrap_err();
+        assert!(e[0].starts_with("t.toml:8:13: media.rtp_ports"), "{e:?}");
+        assert!(e.iter().any(|p| p.contains("cannot read")), "{e:?}");
+        let e = check("rtp_ports = \"127.0.0.1:20000-20001\"\nrtp_port = 1\n").unwrap_err();
+        assert!(
+            e[0].starts_with("t.toml:9:1: ") && e[0].contains("unknown field"),
+            "{e:?}"
+        );
+    }
+}
