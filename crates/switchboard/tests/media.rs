@@ -26,7 +26,7 @@ fn daemon(ports: (u16, u16), extra: &[(&str, &str)]) -> Daemon {
         ("[metrics]\n".into(), media),
         (
             "[[trunks]]\nname = \"demo-pbx\"".into(),
-            "[[trunks]]\nname = \"media-test\"\nsources = [\"127.0.3.3\", \"127.0.3.7\", \"127.0.3.9\", \"127.0.3.11\"]\nprefecture = \"xining\"\n\n[[trunks]]\nname = \"demo-pbx\"".into(),
+            "[[trunks]]\nname = \"media-test\"\nsources = [\"127.0.3.3\", \"127.0.3.7\", \"127.0.3.9\", \"127.0.3.11\", \"127.0.3.13\"]\nprefecture = \"xining\"\n\n[[trunks]]\nname = \"demo-pbx\"".into(),
         ),
     ];
     edits.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
@@ -99,10 +99,24 @@ fn receive(sock: &UdpSocket, d: Duration) -> Vec<(Instant, SocketAddr, Rtp)> {
 
 /// The first packet on `sock` within `d`.
 fn first_packet(sock: &UdpSocket, d: Duration) -> Option<(SocketAddr, Rtp)> {
+    first_packet_with_payload(sock, d).map(|(a, r, _)| (a, r))
+}
+
+fn first_packet_with_payload(sock: &UdpSocket, d: Duration) -> Option<(SocketAddr, Rtp, Vec<u8>)> {
     sock.set_read_timeout(Some(d)).unwrap();
     let mut buf = [0u8; 2048];
     let (n, from) = sock.recv_from(&mut buf).ok()?;
-    Some((from, parse_rtp(&buf[..n])))
+    Some((from, parse_rtp(&buf[..n]), buf[12..n].to_vec()))
+}
+
+/// The first 160 samples of a shipped prompt (A-law WAV: the data chunk is the wire bytes).
+fn prompt_start(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/prompts/cmn")
+        .join(name);
+    let b = std::fs::read(&p).unwrap();
+    let at = b.windows(4).position(|w| w == b"data").expect("data chunk") + 8;
+    b[at..at + 160].to_vec()
 }
 
 /// Continuous: each packet's sequence number and timestamp follow the last one's.
@@ -151,13 +165,25 @@ fn wait_answer_port(caller: &Sipp) -> u16 {
 }
 
 fn caller(d: &Daemon, scn: &str, ip: &str, rtp: SocketAddr, fmts: &str, extra: &[&str]) -> Sipp {
+    caller_to(d, "12345", scn, ip, rtp, fmts, extra)
+}
+
+fn caller_to(
+    d: &Daemon,
+    dialed: &str,
+    scn: &str,
+    ip: &str,
+    rtp: SocketAddr,
+    fmts: &str,
+    extra: &[&str],
+) -> Sipp {
     let rtpip = rtp.ip().to_string();
     let rtpport = rtp.port().to_string();
     let mut args = vec![
         "-set", "rtpip", &rtpip, "-set", "rtpport", &rtpport, "-set", "fmts", fmts,
     ];
     args.extend_from_slice(extra);
-    uac(d, &format!("caller {scn}"), scn, "12345", ip, &args)
+    uac(d, &format!("caller {scn}"), scn, dialed, ip, &args)
 }
 
 fn gauge(d: &Daemon, name: &str) -> Option<f64> {
@@ -190,7 +216,15 @@ fn a_queued_caller_hears_pcma_at_50_packets_a_second_until_the_agent_answers() {
         &[],
     );
     let port = wait_answer_port(&waiting);
-    let first = first_packet(&rtp, Duration::from_secs(3)).expect("RTP arrives");
+    let (from, hdr, payload) =
+        first_packet_with_payload(&rtp, Duration::from_secs(3)).expect("RTP arrives");
+    let first = (from, hdr);
+    // 12345 is not a merged line: the announcement starts with "you are number …".
+    assert_eq!(
+        payload,
+        prompt_start("position_before.wav"),
+        "the prompt is played"
+    );
     assert_eq!(
         first.0,
         SocketAddr::from(([127, 0, 3, 1], port)),
@@ -370,4 +404,30 @@ fn tail(s: &str) -> &str {
         i += 1;
     }
     &s[i..]
+}
+
+#[test]
+fn a_merged_line_starts_with_its_notice() {
+    let d = daemon(port_range(20), &[]);
+    let rtp = UdpSocket::bind("127.0.3.12:0").unwrap();
+    // 12336 (natural resources) is merged into 12345 in the shipped plan.
+    let c = caller_to(
+        &d,
+        "12336",
+        "uac_media_cancel.xml",
+        "127.0.3.13",
+        rtp.local_addr().unwrap(),
+        "8",
+        &["-d", "1000"],
+    );
+    let (_, hdr, payload) =
+        first_packet_with_payload(&rtp, Duration::from_secs(5)).expect("RTP arrives");
+    assert_eq!(hdr.pt, 8);
+    assert_eq!(
+        payload,
+        prompt_start("joined.wav"),
+        "the merged-line notice first"
+    );
+    let (ok, diag) = c.finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
 }
