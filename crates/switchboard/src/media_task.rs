@@ -313,7 +313,7 @@ state_file = "x"
 "#;
 
     fn plan() -> dialplan::CompiledPlan {
-        dialplan::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dialplans")).unwrap()
+        dialplan::load_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dialplans")).unwrap()
     }
 
     fn prompts() -> String {
