@@ -110,6 +110,18 @@ impl Scheduler {
         );
     }
 
+    /// Play another playlist on a running stream from its next packet (the caller's place in the
+    /// queue changed). Sequence, timestamp and SSRC go on: same stream, new words.
+    pub fn set_playlist(&mut self, id: StreamId, playlist: Playlist) -> bool {
+        match self.streams.get_mut(&id) {
+            Some(s) => {
+                s.playlist = playlist;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stop a stream; `false` if it was not running.
     pub fn stop(&mut self, id: StreamId) -> bool {
         self.streams.remove(&id).is_some()
@@ -368,6 +380,26 @@ mod tests {
         let p = collect(&mut s, t0);
         assert_eq!(p[0].1, nat);
         assert!(!s.handle_received(StreamId(99), nat, &rtp));
+    }
+
+    #[test]
+    fn a_new_playlist_continues_the_same_stream() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(t0);
+        s.start(t0, StreamId(1), params("127.0.0.1:4000"));
+        let a = collect(&mut s, t0);
+        let other: Arc<[u8]> = vec![0x42; 160].into();
+        assert!(s.set_playlist(StreamId(1), Playlist::new(vec![other], 0, Codec::Pcma)));
+        assert!(!s.set_playlist(StreamId(9), Playlist::new(vec![], 0, Codec::Pcma)));
+        let b = collect(&mut s, t0 + PTIME);
+        let (ra, rb) = (
+            RtpReader::new(&a[0].2).unwrap(),
+            RtpReader::new(&b[0].2).unwrap(),
+        );
+        assert!(rb.payload().iter().all(|x| *x == 0x42));
+        assert_eq!(rb.ssrc(), ra.ssrc());
+        assert!(ra.sequence_number().precedes(rb.sequence_number()));
+        assert_eq!(rb.timestamp(), ra.timestamp().wrapping_add(160));
     }
 
     #[test]

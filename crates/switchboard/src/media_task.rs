@@ -202,6 +202,13 @@ pub enum MediaCommand {
         remote: SocketAddr,
         playlist: PlaylistRequest,
     },
+    /// The caller's place changed (back in the queue after an unanswered offer, or overflowed):
+    /// play this instead, on the same stream.
+    Announce {
+        port: u16,
+        codec: Codec,
+        playlist: PlaylistRequest,
+    },
     /// Stop the stream on `port` and close the socket.
     Stop { port: u16 },
 }
@@ -284,6 +291,13 @@ fn apply(
                 },
             );
             sockets.insert(id, sock);
+        }
+        MediaCommand::Announce {
+            port,
+            codec,
+            playlist,
+        } => {
+            sched.set_playlist(StreamId(port.into()), prompts.playlist(&playlist, codec));
         }
         MediaCommand::Stop { port } => {
             let id = StreamId(port.into());

@@ -27,8 +27,8 @@ pub struct EarlyMedia {
     settings: MediaSettings,
     pool: PortPool,
     tx: mpsc::Sender<MediaCommand>,
-    /// Streams by call.
-    streams: HashMap<ServerId, u16>,
+    /// Streams by call: port, codec, language and the position last announced.
+    streams: HashMap<ServerId, Playing>,
     /// Stops the channel had no room for, oldest first.
     pending_stops: VecDeque<u16>,
     /// SDP session ids (o= line), one per answer.
@@ -62,6 +62,15 @@ impl EarlyMedia {
             self.pool.release(port);
         }
     }
+}
+
+/// A call's stream.
+#[derive(Debug, Clone, Copy)]
+struct Playing {
+    port: u16,
+    codec: media::Codec,
+    lang: Lang,
+    position: Option<u32>,
 }
 
 /// What a call keeps for early media: the caller's offer and what the playlist needs.
@@ -108,8 +117,24 @@ impl Switch {
         let Some(em) = self.media.as_mut() else {
             return;
         };
-        if em.streams.contains_key(&id) {
-            return; // already playing
+        if let Some(p) = em.streams.get_mut(&id) {
+            // Already playing: a new place in the queue is announced on the same stream.
+            let position = position.filter(|_| em.settings.announce_position);
+            if position.is_some() && position != p.position {
+                let cmd = MediaCommand::Announce {
+                    port: p.port,
+                    codec: p.codec,
+                    playlist: PlaylistRequest {
+                        lang: p.lang,
+                        merged_notice: false,
+                        position,
+                    },
+                };
+                if em.tx.try_send(cmd).is_ok() {
+                    p.position = position;
+                }
+            }
+            return;
         }
         let Some(call) = self.calls.get(&id) else {
             return;
@@ -149,10 +174,11 @@ impl Switch {
             Some(p) if em.settings.tibetan_prefectures.iter().any(|t| t == p) => Lang::Tibetan,
             _ => Lang::Mandarin,
         };
+        let position = position.filter(|_| em.settings.announce_position);
         let playlist = PlaylistRequest {
             lang,
             merged_notice: call.media.merged && em.settings.announce_merged,
-            position: position.filter(|_| em.settings.announce_position),
+            position,
         };
         let cmd = MediaCommand::Start {
             port,
@@ -167,7 +193,15 @@ impl Switch {
             metrics::counter!(m::MEDIA_OFFERS, "result" => "busy").increment(1);
             return;
         }
-        em.streams.insert(id, port);
+        em.streams.insert(
+            id,
+            Playing {
+                port,
+                codec: neg.codec,
+                lang,
+                position,
+            },
+        );
         metrics::counter!(m::MEDIA_OFFERS, "result" => "answered").increment(1);
         info!(?id, port, codec = neg.codec.name(), ?lang, "early media");
         if let Some(b) = self.proxy.response_for(id, 183, "Session Progress") {
@@ -183,7 +217,7 @@ impl Switch {
             return;
         };
         em.flush_stops();
-        let Some(port) = em.streams.remove(&id) else {
+        let Some(Playing { port, .. }) = em.streams.remove(&id) else {
             return;
         };
         debug!(?id, port, "early media stopped");
