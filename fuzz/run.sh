@@ -19,7 +19,7 @@ cd "$here"
 
 secs="${1:-60}"
 shift || true
-all_targets=(parse proxy framer dialplan_load dialplan_route)
+all_targets=(parse proxy framer dialplan_load dialplan_route sdp_rtp)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 sanitizer="${FUZZ_SANITIZER:-none}"

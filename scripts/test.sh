@@ -23,7 +23,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== the sans-IO rule: the core crates do not depend on tokio"
-for c in sip-core; do
+for c in sip-core media; do
   if cargo tree -p "$c" -e normal --prefix none | grep -qE '^tokio '; then
     echo "error: $c depends on tokio (see STYLE.md: sans-IO core)" >&2
     exit 1

@@ -32,6 +32,7 @@ use crate::metrics as m;
 
 mod agent_state;
 mod cdr;
+mod early_media;
 mod guard;
 mod seats;
 mod work_orders;
@@ -134,6 +135,8 @@ pub struct Switch {
     lockout_log: LogLimiter<Instant>,
     cos_log: LogLimiter<Instant>,
     overload_log: LogLimiter<Instant>,
+    /// Early media (`[media]`); `None` without it.
+    media: Option<early_media::EarlyMedia>,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -256,6 +259,7 @@ impl Switch {
             lockout_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             cos_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             overload_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            media: None,
         }
     }
 
@@ -322,6 +326,7 @@ impl Switch {
         bytes: &[u8],
         out: &mut Vec<Transmit>,
     ) {
+        self.flush_media();
         if !self.admit(now, source, bytes) {
             return;
         }
@@ -331,6 +336,7 @@ impl Switch {
 
     /// Fire due timers, including registration expiry.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        self.flush_media();
         self.proxy.handle_timeout(now);
         self.pump(now, out);
         if let Some(sm) = self.seats.as_mut() {
@@ -420,11 +426,14 @@ impl Switch {
             }
             Event::Cancelled { id } => {
                 debug!(?id, "caller cancelled");
+                self.stop_early_media(id);
                 self.caller_left(now, id);
                 self.calls.remove(&id);
             }
             Event::BranchResponse { id, status, target } => {
                 if (200..300).contains(&status) {
+                    // The agent's 2xx is on its way to the caller, who now talks to the agent.
+                    self.stop_early_media(id);
                     let user = RouteUri::parse(&target).and_then(|u| u.user);
                     self.cdr_update(
                         id,
@@ -456,6 +465,7 @@ impl Switch {
                 }
             }
             Event::Finished { id, status } => {
+                self.stop_early_media(id);
                 self.cdr_final(now, id, status, status == 487);
                 metrics::counter!(m::SIP_RESPONSES, "class" => status_class(status)).increment(1);
                 // The caller's transaction is over: if the seat manager still holds the call (it
@@ -804,6 +814,14 @@ impl Switch {
             );
             return;
         }
+        // The caller's prefecture, for the Tibetan prompts.
+        let media_prefecture = match &decision {
+            Decision::Queue(q) => Some(plan.center(q.prefecture).id.to_string()),
+            Decision::Dual { fallback, .. } | Decision::Subcenter { fallback, .. } => {
+                Some(plan.center(fallback.prefecture).id.to_string())
+            }
+            _ => None,
+        };
         let mode = match &decision {
             Decision::Queue(q) => q.line.map_or("hotline", |l| match l.mode() {
                 dialplan::Mode::Merge => "merge",
@@ -934,11 +952,22 @@ impl Switch {
                 entry_queue,
             );
         }
+        let queued_line = matches!(mode, "merge" | "dual" | "hotline");
         let mut call = Call::new(steps.into(), &req.meta.call_id, self.trunk_failover);
         call.caller = caller.clone();
         call.trunk_prefecture = trunk_prefecture.clone();
+        if self.media.is_some() && req.method() == Method::Invite {
+            call.media = early_media::MediaInfo::from_request(req);
+            call.media.merged = mode == "merge";
+            call.media.prefecture = media_prefecture;
+        }
         self.calls.insert(id, call);
         self.next_step(now, id);
+        // The interim queue (no seat manager) rings agents in turn: the caller hears the
+        // announcements meanwhile. With the seat manager, `Queued` starts them.
+        if self.seats.is_none() && queued_line && self.calls.contains_key(&id) {
+            self.start_early_media(now, id, None);
+        }
     }
 
     /// The agents of a queue, in config order, as hunting steps.
@@ -1235,6 +1264,8 @@ struct Call {
     caller: String,
     /// The trunk's prefecture, likewise.
     trunk_prefecture: Option<String>,
+    /// The caller's SDP offer and what its announcements depend on.
+    media: early_media::MediaInfo,
 }
 
 impl Call {
@@ -1253,6 +1284,7 @@ impl Call {
             position: 0,
             caller: String::new(),
             trunk_prefecture: None,
+            media: early_media::MediaInfo::default(),
         }
     }
 }
@@ -1287,6 +1319,9 @@ impl Switch {
         metrics::gauge!(m::TRANSACTIONS, "kind" => "client").set(clients as f64);
         metrics::gauge!(m::REGISTRATIONS).set(self.registrar.binding_count() as f64);
         metrics::gauge!(m::FLOOD_SOURCES).set(self.flood.tracked() as f64);
+        if let Some(n) = self.media_ports_in_use() {
+            metrics::gauge!(m::MEDIA_PORTS_IN_USE).set(n as f64);
+        }
         let Some(sm) = self.seats.as_ref() else {
             return;
         };

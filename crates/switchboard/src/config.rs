@@ -38,6 +38,10 @@ pub struct Config {
     /// emergency calls are refused with 503 and an alarm: configure it.
     #[serde(default)]
     pub emergency: Option<emergency_bridge::EmergencyConfig>,
+    /// Early media: announcements over RTP for callers who wait (`crate::media_task::MediaConfig`).
+    /// Without it, a queued call hears only what its own phone plays on `182 Queued`.
+    #[serde(default)]
+    pub media: Option<crate::media_task::MediaConfig>,
     /// Named SIP peers (PBXs, carrier gateways) recognised by source address.
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,

@@ -150,6 +150,14 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         rand::random(),
     );
     sw.on_wall_clock(clock.now(), unix_now());
+    // Early media: one task paces every announcement stream (crate::media_task).
+    let media_task = setup.media.clone().map(|(settings, prompts)| {
+        let (mtx, mrx) = mpsc::channel(crate::media_task::MEDIA_QUEUE);
+        let bind_ip = settings.ports.ip;
+        info!(ports = ?settings.ports, "early media on");
+        sw.enable_media(settings, mtx);
+        tokio::spawn(crate::media_task::run(bind_ip, prompts, mrx))
+    });
     sw.set_unix_origin_ms(unix_now_ms() - clock.now().since_origin().as_millis() as i64);
     if setup.bridge.is_none() {
         error!("ALARM: no [emergency] section: emergency calls will be refused with 503");
@@ -439,6 +447,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
     // Every CDR accepted so far is committed before the process ends.
+    if let Some(t) = media_task {
+        t.abort();
+    }
     if let Some(w) = store_writer {
         drop(sw);
         if let Err(e) = tokio::task::spawn_blocking(move || w.shutdown())

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod flood;
 pub mod ha;
 pub mod lockout;
+pub mod media_task;
 pub mod metrics;
 pub mod outbox;
 pub mod ratelimit;

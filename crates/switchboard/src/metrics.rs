@@ -66,6 +66,14 @@ pub const OUTBOX_BACKLOG: &str = "switchboard_outbox_backlog";
 pub const OUTBOX_ATTEMPTS: &str = "switchboard_outbox_attempts_total";
 /// Work orders created by the switchboard, by `kind`.
 pub const WORK_ORDERS: &str = "switchboard_work_orders_total";
+/// Early-media streams the media task is playing now.
+pub const MEDIA_STREAMS: &str = "switchboard_media_streams";
+/// RTP ports of the `[media]` range allocated to calls now.
+pub const MEDIA_PORTS_IN_USE: &str = "switchboard_media_ports_in_use";
+/// SDP offers of queued calls, by `result` = `answered` | `no_codec` | `no_port` | `busy`.
+pub const MEDIA_OFFERS: &str = "switchboard_media_offers_total";
+/// RTP ports the media task could not bind (the caller got no announcement).
+pub const MEDIA_BIND_FAILURES: &str = "switchboard_media_bind_failures_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -120,6 +128,10 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     describe_gauge!(OUTBOX_BACKLOG, "Work orders waiting for their sub-center");
     describe_counter!(OUTBOX_ATTEMPTS, "Outbox POSTs, by result");
     describe_counter!(WORK_ORDERS, "Work orders created, by kind");
+    describe_gauge!(MEDIA_STREAMS, "Early-media streams playing now");
+    describe_gauge!(MEDIA_PORTS_IN_USE, "RTP ports allocated to calls now");
+    describe_counter!(MEDIA_OFFERS, "SDP offers of queued calls, by result");
+    describe_counter!(MEDIA_BIND_FAILURES, "RTP ports that could not be bound");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())

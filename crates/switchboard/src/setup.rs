@@ -21,6 +21,8 @@ pub struct Setup {
     /// The seat manager's config, checked against the plan and the agents; `None` without
     /// `routing.seats_file`.
     pub seats: Option<seat_manager::SeatConfig>,
+    /// Early media (`[media]`): the validated settings and the prompts, read once here.
+    pub media: Option<(crate::media_task::MediaSettings, Arc<media::Prompts>)>,
 }
 
 /// Every problem found, one `file:line:col: message` per line.
@@ -122,12 +124,14 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
         }
         None => None,
     };
+    let media = crate::media_task::load(&loaded, &text, &plan, &mut problems);
     if problems.is_empty() {
         Ok(Setup {
             loaded,
             plan: Arc::new(plan),
             bridge,
             seats,
+            media,
         })
     } else {
         Err(SetupErrors(problems))

@@ -93,10 +93,16 @@ fn roster_check_passes_the_demo_and_prints_the_gaps_of_a_broken_roster() {
     // Xining staffed only 08:00-20:00 and covered by nobody: every night is a gap.
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cfg = std::fs::read_to_string(&shipped).unwrap().replace(
-        "dialplans_dir = \"../dialplans\"",
-        &format!("dialplans_dir = {:?}", root.join("dialplans")),
-    );
+    let cfg = std::fs::read_to_string(&shipped)
+        .unwrap()
+        .replace(
+            "dialplans_dir = \"../dialplans\"",
+            &format!("dialplans_dir = {:?}", root.join("dialplans")),
+        )
+        .replace(
+            "prompts_dir = \"prompts\"",
+            &format!("prompts_dir = {:?}", root.join("deploy/prompts")),
+        );
     std::fs::write(dir.path().join("switchboard.toml"), cfg).unwrap();
     let seats = std::fs::read_to_string(root.join("deploy/seats.toml")).unwrap();
     let xining = seats.find("id = \"xining\"").unwrap();

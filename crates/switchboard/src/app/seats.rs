@@ -123,6 +123,8 @@ impl Switch {
                         },
                         now,
                     );
+                    // 183 with the SDP answer first (once), then 182 as always.
+                    self.start_early_media(now, id, Some(position));
                     self.send_queued(now, id, position);
                 }
                 Command::Overflowed {

@@ -354,6 +354,9 @@ fn config_text_v4(port: u16, s: &Settings) -> String {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml"),
     )
     .expect("deploy/switchboard.toml");
+    // The shipped [media] section (its RTP range and prompts path) is the deployment's; tests that
+    // want early media add their own (tests/media.rs).
+    let shipped = without_section(&shipped, "[media]");
     shipped
         .replace("127.0.0.1:5060", &format!("127.0.0.1:{port}"))
         .replace("t1_ms = 500", &format!("t1_ms = {}", s.t1_ms))
@@ -389,6 +392,16 @@ fn config_text_v4(port: u16, s: &Settings) -> String {
             "trunk_failover_ms = 2000",
             &format!("trunk_failover_ms = {}", s.trunk_failover_ms),
         )
+}
+
+/// `text` without the TOML table `header` (up to the next table).
+pub fn without_section(text: &str, header: &str) -> String {
+    let Some(start) = text.find(&format!("\n{header}\n")) else {
+        return text.to_owned();
+    };
+    let rest = &text[start + 1..];
+    let end = rest[1..].find("\n[").map_or(rest.len(), |i| i + 2);
+    format!("{}{}", &text[..start + 1], &rest[end..])
 }
 
 /// A running SIPp process.
