@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
+mod admin;
 mod cdr;
 mod seats;
 use crate::ratelimit::LogLimiter;
@@ -110,6 +111,8 @@ pub struct Switch {
     /// Rate limits for the warnings any stranger can trigger.
     auth_failed_log: LogLimiter<Instant>,
     stranger_log: LogLimiter<Instant>,
+    /// Emergency calls connected, failed and failed over, for the admin API and the wallboard.
+    emergency_tally: crate::admin::EmergencyTally,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -214,6 +217,7 @@ impl Switch {
             registrations_dirty: false,
             auth_failed_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             stranger_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            emergency_tally: crate::admin::EmergencyTally::default(),
         }
     }
 
@@ -391,6 +395,7 @@ impl Switch {
                 let emergency = self.calls.get(&id).and_then(|c| c.emergency);
                 if let (Some(service), true) = (emergency, (200..300).contains(&status)) {
                     metrics::counter!(m::EMERGENCY_CALLS, "service" => service.to_string(), "result" => "connected").increment(1);
+                    self.emergency_tally.connected += 1;
                 }
                 let emergency = emergency.is_some();
                 if (200..300).contains(&status) || (status >= 600 && !emergency) {
@@ -886,6 +891,7 @@ impl Switch {
                     // Never silence: a clear 503, and an alarm.
                     tracing::error!(%service, ?id, "ALARM: emergency call failed: no PSAP target answered");
                     metrics::counter!(m::EMERGENCY_CALLS, "service" => service.to_string(), "result" => "failed").increment(1);
+                    self.emergency_tally.failed += 1;
                     self.reply(now, id, 503, "Service Unavailable (no PSAP answered)", &[]);
                 } else if tried == 0 {
                     self.reply(
@@ -904,6 +910,7 @@ impl Switch {
             if let (Some(service), true) = (call.emergency, call.tried > 0) {
                 metrics::counter!(m::EMERGENCY_FAILOVERS, "service" => service.to_string())
                     .increment(1);
+                self.emergency_tally.failovers += 1;
             }
             if let Step::Queue(entry) = &step {
                 call.seq += 1;

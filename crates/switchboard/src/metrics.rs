@@ -1,9 +1,8 @@
 //! Metric names, in one place, and the Prometheus exporter. Labels come only from bounded sets
 //! (method, status class, queue id, mode, service, result): never a Call-ID or a phone number.
 
-use std::net::SocketAddr;
-
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Reloads of config and dialplans, labelled `result` = `ok` | `error`.
 pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
@@ -46,15 +45,15 @@ pub const CDRS_LOST: &str = "switchboard_cdrs_lost_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
-/// Start the Prometheus exporter on `addr` (`/metrics`) and describe every metric.
-pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Install the Prometheus recorder and describe every metric. The returned handle renders
+/// `/metrics`; the admin listener ([`crate::admin`]) serves it and runs its upkeep.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(QUEUE_WAIT.to_owned()),
             &[1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0],
         )?
-        .install()?;
+        .install_recorder()?;
     describe_counter!(CONFIG_RELOADS, "Reloads of config and dialplans, by result");
     describe_counter!(SIP_REQUESTS, "New SIP requests handled, by method");
     describe_counter!(
@@ -85,5 +84,5 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     describe_counter!(CDRS_LOST, "CDRs not handed to the store");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(())
+    Ok(handle)
 }
