@@ -57,6 +57,7 @@ pub(super) async fn serve(sock: tokio::net::TcpListener, state: Arc<State>) {
                 async move { Ok::<_, Infallible>(route(&state, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
