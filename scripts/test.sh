@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing what the tests need first (SIPp from Debian's sip-tester,
-# linphonec from linphone-cli for the SHA-256 digest test).
+# linphonec from linphone-cli for the SHA-256 digest test, chromium and nodejs for the wallboard).
 # Usage: scripts/test.sh   (as root, or with sipp and linphonec already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 PKGS=()
 command -v sipp >/dev/null 2>&1 || PKGS+=(sip-tester)
 command -v linphonec >/dev/null 2>&1 || PKGS+=(linphone-cli)
+# The wallboard test: headless Chromium, driven by a dependency-free Node script.
+command -v chromium >/dev/null 2>&1 || PKGS+=(chromium)
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 if [ ${#PKGS[@]} -gt 0 ]; then
   echo "installing ${PKGS[*]}..."
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
