@@ -1165,6 +1165,11 @@ impl Switch {
         metrics::gauge!(m::TRANSACTIONS, "kind" => "server").set(servers as f64);
         metrics::gauge!(m::TRANSACTIONS, "kind" => "client").set(clients as f64);
         metrics::gauge!(m::REGISTRATIONS).set(self.registrar.binding_count() as f64);
+        if let Some(s) = &self.cdrs {
+            let st = s.stats();
+            metrics::gauge!(m::STORE_BACKLOG)
+                .set(st.submitted_seq.saturating_sub(st.committed_seq) as f64);
+        }
         let Some(sm) = self.seats.as_ref() else {
             return;
         };

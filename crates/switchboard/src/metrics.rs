@@ -16,6 +16,11 @@ pub const TRANSACTIONS: &str = "switchboard_transactions";
 pub const REGISTRATIONS: &str = "switchboard_registrations";
 /// Calls routed, by dialplan `mode` (merge, dual, subcenter, hotline, agent, emergency).
 pub const CALLS: &str = "switchboard_calls_total";
+/// Calls ended, by dialplan `line`, `mode` and `outcome` (the CDR's: answered, abandoned,
+/// overflowed, transferred, emergency-handoff, failed …). Counted as each CDR closes (with a store).
+pub const CALLS_ENDED: &str = "switchboard_calls_ended_total";
+/// Records (CDRs) handed to the store and not yet committed to disk.
+pub const STORE_BACKLOG: &str = "switchboard_store_backlog";
 /// Per queue (`queue`): calls offered to the queue.
 pub const QUEUE_OFFERED: &str = "switchboard_queue_offered_total";
 /// Per queue: calls answered by an agent.
@@ -63,6 +68,11 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     describe_gauge!(TRANSACTIONS, "Live SIP transactions, by kind");
     describe_gauge!(REGISTRATIONS, "Registered contacts");
     describe_counter!(CALLS, "Calls routed, by dialplan mode");
+    describe_counter!(CALLS_ENDED, "Calls ended, by line, mode and outcome");
+    describe_gauge!(
+        STORE_BACKLOG,
+        "Records submitted to the store, not yet committed"
+    );
     describe_counter!(QUEUE_OFFERED, "Calls offered to the queue");
     describe_counter!(QUEUE_ANSWERED, "Calls answered by an agent");
     describe_counter!(QUEUE_ANSWERED_IN_SL, "Calls answered within 15 s");

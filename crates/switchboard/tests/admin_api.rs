@@ -282,3 +282,42 @@ fn ctl_reload_reports_success_and_refusal_and_roster_check_works() {
     assert!(ok, "{err}");
     assert!(out.starts_with("ID"), "{out}");
 }
+
+#[test]
+fn every_path_in_the_openapi_file_is_served() {
+    let d = Daemon::start_with(admin_settings(TRUNK));
+    let spec = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.yaml"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = spec.lines().collect();
+    let mut checked = 0;
+    for (i, l) in lines.iter().enumerate() {
+        let Some(path) = l.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) else {
+            continue;
+        };
+        let path = format!("/{path}").replace("{id}", "8002");
+        if path == "/api/v1/events" {
+            continue; // an endless stream: the wallboard test reads it
+        }
+        let method = lines[i + 1]
+            .trim()
+            .trim_end_matches(':')
+            .to_ascii_uppercase();
+        let body = if path.ends_with("/state") {
+            r#"{"state":"logout"}"#
+        } else {
+            ""
+        };
+        let (s, _, out) = http(&d, &method, &path, Some(ADMIN_TOKEN), body);
+        assert!(
+            !out.contains("no such endpoint") && !out.contains("no such path") && s != 0,
+            "{method} {path}: {s} {out}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 12,
+        "only {checked} paths found in docs/openapi.yaml"
+    );
+}
