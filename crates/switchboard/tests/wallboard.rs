@@ -16,6 +16,8 @@ use common::*;
 
 const TRUNK: &str = "127.0.5.3";
 const PHONE: &str = "127.0.5.13";
+/// Xining's police PSAP, moved here for this test.
+const PSAP: &str = "127.0.5.110";
 const LIMIT: Duration = Duration::from_secs(40);
 
 /// Node running watch.mjs, which runs Chromium. Closing its stdin ends both.
@@ -115,7 +117,13 @@ fn haidong<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
 
 #[test]
 fn the_wallboard_updates_itself_when_calls_arrive() {
-    let d = Daemon::start_with(admin_settings(TRUNK));
+    let psap_port = free_port(PSAP);
+    let mut settings = admin_settings(TRUNK);
+    settings.config_edits.push((
+        "\"sip:127.0.1.1:5110\"".into(),
+        format!("\"sip:{PSAP}:{psap_port}\""),
+    ));
+    let d = Daemon::start_with(settings);
     let shots = tempfile::tempdir().unwrap();
     // The wall screen's bookmark carries the read-only wallboard token.
     let url = format!("{}/wallboard?token={WALL_TOKEN}", admin_url(&d));
@@ -166,9 +174,17 @@ fn the_wallboard_updates_itself_when_calls_arrive() {
         haidong(v, "sl") == "100%" && haidong(v, "waiting") == "0"
     });
     assert_eq!(haidong(&after, "abandoned"), "0", "{after}");
+    assert_eq!(after["emergency"], "0", "{after}");
+
+    // An emergency call from the trunk (Xining) to 110 reaches the police: today's hand-offs.
+    let police = uas("police", "uas.xml", "110", PSAP, psap_port, 1);
+    let (ok, diag) = uac(&d, "110 call", "uac.xml", "110", TRUNK, &[]).finish(LIMIT);
+    let (pok, pdiag) = police.finish(LIMIT);
+    assert!(ok && pok, "{diag}\n{pdiag}\n--- daemon\n{}", d.log());
+    let (emergency, _, _) = w.wait_for("an emergency hand-off", LIMIT, |v| v["emergency"] == "1");
 
     // One page load all along: the numbers came over the event stream, not by reloading.
-    for v in [&avail, &queued, &after] {
+    for v in [&avail, &queued, &after, &emergency] {
         assert_eq!(v["load"], before["load"], "the page was reloaded: {v}");
         assert_eq!(v["navigations"], 1, "{v}");
     }

@@ -259,4 +259,63 @@ mod tests {
         assert!(!valid_token("has space in it 0123456789"));
         assert!(valid_token("abcdefghijklmnop"));
     }
+
+    fn load_with(
+        admin: &str,
+        files: &[(&str, &str)],
+    ) -> Result<Option<(String, Option<String>)>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/switchboard.toml"),
+        )
+        .unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(&path, format!("{shipped}\n{admin}")).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let loaded = crate::config::load(&path).map_err(|e| e.to_string())?;
+        load_tokens(&loaded)
+    }
+
+    #[test]
+    fn tokens_load_from_a_file_or_inline_and_bad_ones_are_refused() {
+        assert_eq!(load_with("", &[]), Ok(None));
+        let (t, w) = load_with(
+            "[admin]\ntoken_file = \"admin.token\"\n",
+            &[("admin.token", "from-the-file-0123456789\n")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((t.as_str(), w), ("from-the-file-0123456789", None));
+        let (t, w) = load_with(
+            "[admin]\ntoken = \"inline-token-0123456789\"\nwallboard_token = \"wall-token-0123456789\"\n",
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(t, "inline-token-0123456789");
+        assert_eq!(w.as_deref(), Some("wall-token-0123456789"));
+        for (admin, why) in [
+            ("[admin]\n", "is required"),
+            ("[admin]\ntoken = \"short\"\n", "at least 16"),
+            ("[admin]\ntoken_file = \"missing.token\"\n", "missing.token"),
+            (
+                "[admin]\ntoken = \"inline-token-0123456789\"\ntoken_file = \"x\"\n",
+                "not both",
+            ),
+            (
+                "[admin]\ntoken = \"inline-token-0123456789\"\nwallboard_token = \"inline-token-0123456789\"\n",
+                "must differ",
+            ),
+        ] {
+            let e = load_with(admin, &[]).unwrap_err();
+            assert!(e.contains(why), "{admin}: {e}");
+        }
+        let e = load_with("[admin]\ntokn = \"x\"\n", &[]).unwrap_err();
+        assert!(
+            e.contains("switchboard.toml:"),
+            "unknown key with its line: {e}"
+        );
+    }
 }
