@@ -2,6 +2,7 @@
 # Runs the whole test suite, installing what the tests need first (SIPp from Debian's sip-tester,
 # linphonec from linphone-cli for the SHA-256 digest test, PostgreSQL for the store's second
 # backend and the HA pair: tests start their own servers on 127.0.0.1).
+# linphonec from linphone-cli for the SHA-256 digest test, chromium and nodejs for the wallboard).
 # Usage: scripts/test.sh   (as root, or with sipp and linphonec already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ command -v sipp >/dev/null 2>&1 || PKGS+=(sip-tester)
 command -v linphonec >/dev/null 2>&1 || PKGS+=(linphone-cli)
 # PostgreSQL server binaries: the store and HA tests start their own throwaway servers on loopback.
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || PKGS+=(postgresql)
+# The wallboard test: headless Chromium, driven by a dependency-free Node script.
+command -v chromium >/dev/null 2>&1 || PKGS+=(chromium)
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 if [ ${#PKGS[@]} -gt 0 ]; then
   echo "installing ${PKGS[*]}..."
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
+mod admin;
 mod agent_state;
 mod cdr;
 mod early_media;
@@ -137,6 +138,8 @@ pub struct Switch {
     overload_log: LogLimiter<Instant>,
     /// Early media (`[media]`); `None` without it.
     media: Option<early_media::EarlyMedia>,
+    /// Emergency calls connected, failed and failed over, for the admin API and the wallboard.
+    emergency_tally: crate::admin::EmergencyTally,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -260,6 +263,7 @@ impl Switch {
             cos_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             overload_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             media: None,
+            emergency_tally: crate::admin::EmergencyTally::default(),
         }
     }
 
@@ -458,6 +462,7 @@ impl Switch {
                 let emergency = self.calls.get(&id).and_then(|c| c.emergency);
                 if let (Some(service), true) = (emergency, (200..300).contains(&status)) {
                     metrics::counter!(m::EMERGENCY_CALLS, "service" => service.to_string(), "result" => "connected").increment(1);
+                    self.emergency_tally.connected += 1;
                 }
                 let emergency = emergency.is_some();
                 if (200..300).contains(&status) || (status >= 600 && !emergency) {
@@ -1032,6 +1037,7 @@ impl Switch {
                     // Never silence: a clear 503, and an alarm.
                     tracing::error!(%service, ?id, "ALARM: emergency call failed: no PSAP target answered");
                     metrics::counter!(m::EMERGENCY_CALLS, "service" => service.to_string(), "result" => "failed").increment(1);
+                    self.emergency_tally.failed += 1;
                     self.reply(now, id, 503, "Service Unavailable (no PSAP answered)", &[]);
                 } else if tried == 0 {
                     self.reply(
@@ -1050,6 +1056,7 @@ impl Switch {
             if let (Some(service), true) = (call.emergency, call.tried > 0) {
                 metrics::counter!(m::EMERGENCY_FAILOVERS, "service" => service.to_string())
                     .increment(1);
+                self.emergency_tally.failovers += 1;
             }
             if let Step::Queue(entry) = &step {
                 call.seq += 1;
@@ -1321,6 +1328,11 @@ impl Switch {
         metrics::gauge!(m::FLOOD_SOURCES).set(self.flood.tracked() as f64);
         if let Some(n) = self.media_ports_in_use() {
             metrics::gauge!(m::MEDIA_PORTS_IN_USE).set(n as f64);
+        }
+        if let Some(s) = &self.cdrs {
+            let st = s.stats();
+            metrics::gauge!(m::STORE_BACKLOG)
+                .set(st.submitted_seq.saturating_sub(st.committed_seq) as f64);
         }
         let Some(sm) = self.seats.as_ref() else {
             return;

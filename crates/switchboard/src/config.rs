@@ -34,6 +34,10 @@ pub struct Config {
     /// The HTTP listener for Prometheus metrics (`/metrics`).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The admin HTTP API and the wallboard, on the metrics listener (`crate::admin`). Without
+    /// it, only `/metrics` is served.
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
     /// The emergency bridge: the PSAPs per prefecture and service (110/119/120/122). Without it,
     /// emergency calls are refused with 503 and an alarm: configure it.
     #[serde(default)]

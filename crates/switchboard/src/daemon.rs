@@ -181,10 +181,36 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // The admin listener: /metrics, the admin API and the wallboard (crate::admin).
+    let (admin_tx, mut admin_rx) =
+        mpsc::channel::<crate::admin::Request>(crate::admin::REQUEST_QUEUE);
+    let (snap_tx, snap_rx) =
+        tokio::sync::watch::channel(Arc::new(crate::admin::Snapshot::default()));
+    let mut pending_reloads: Vec<tokio::sync::oneshot::Sender<crate::admin::ReloadResult>> =
+        Vec::new();
     if c.metrics.enabled {
-        crate::metrics::install(c.metrics.listen)
-            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
-        info!(addr = %c.metrics.listen, "metrics on http://{}/metrics", c.metrics.listen);
+        let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
+        let tokens = crate::admin::load_tokens(&loaded).map_err(anyhow::Error::msg)?;
+        let api = tokens.is_some();
+        crate::admin::spawn(crate::admin::Listener {
+            addr: c.metrics.listen,
+            prometheus,
+            tokens: tokens.map(|(a, w)| crate::admin::Tokens::new(&a, w.as_deref())),
+            core: admin_tx.clone(),
+            snapshots: snap_rx,
+            seats: setup.seats.clone().map(Arc::new),
+            store: c.store.as_ref().map(|sc| {
+                let mut sc = sc.clone();
+                sc.path = loaded.resolve(&sc.path);
+                sc
+            }),
+        })
+        .await
+        .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
+        info!(addr = %c.metrics.listen, api, "metrics on http://{}/metrics", c.metrics.listen);
+        if api && !c.metrics.listen.ip().is_loopback() {
+            warn!(addr = %c.metrics.listen, "the admin API listens on a non-loopback address: keep it behind a firewall");
+        }
     }
 
     // The HA pair: a standby binds nothing until it holds the lock (ha.rs).
@@ -374,6 +400,13 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             _ = stats_tick.tick() => {
                 sw.publish_metrics(clock.now());
                 sw.persist_agent_states(clock.now());
+                snap_tx.send_replace(Arc::new(sw.admin_snapshot(clock.now(), unix_now_ms())));
+            }
+            Some(req) = admin_rx.recv() => {
+                crate::admin::answer(&mut sw, clock.now(), req, &mut out, &mut pending_reloads, || {
+                    info!("admin API: reloading config and dialplans");
+                    reload_requests.notify_one();
+                });
             }
             _ = wall_tick.tick() => {
                 sw.on_wall_clock(clock.now(), unix_now());
@@ -392,10 +425,16 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                         info!("reload: the seat manager keeps its running queues, agents and rosters (restart to change them)");
                     }
                     metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "ok").increment(1);
+                    for r in pending_reloads.drain(..) {
+                        let _ = r.send(crate::admin::ReloadResult { ok: true, plan: Some(new.plan.name().to_string()), errors: Vec::new() });
+                    }
                     info!(plan = %new.plan.name(), lines = new.plan.lines().len(), "reload: new config and dialplan in service");
                 }
                 Err(e) => {
                     metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "error").increment(1);
+                    for r in pending_reloads.drain(..) {
+                        let _ = r.send(crate::admin::ReloadResult { ok: false, plan: None, errors: e.0.clone() });
+                    }
                     for line in &e.0 {
                         error!("reload refused: {line}");
                     }
@@ -438,6 +477,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     }
     // Last write of the registrations, synchronously, so a restart finds them.
     drop(persist_tx);
+    drop(admin_tx);
     let _ = writer.await;
     if let Err(e) = write_atomically(&state_file, &export_text(&sw.registrar, clock.now())) {
         error!(file = %state_file.display(), %e, "could not save registrations");

@@ -1,8 +1,10 @@
 //! The 12345 switchboard daemon: the tokio shell around the sans-IO `sip-core`.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod cos;
+pub mod ctl;
 pub mod daemon;
 pub mod flood;
 pub mod ha;

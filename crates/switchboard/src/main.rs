@@ -40,6 +40,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RosterCmd,
     },
+    /// Talk to a running daemon over its admin API (agents, queues, calls, reload …).
+    Ctl(switchboard::ctl::CtlArgs),
     /// Print the HA1 hashes for an agent's password, for the [[agents]] table.
     Ha1 {
         #[arg(long)]
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Ctl(args) => switchboard::ctl::run(args),
         Cmd::Ha1 {
             user,
             realm,

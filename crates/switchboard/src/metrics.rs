@@ -1,9 +1,8 @@
 //! Metric names, in one place, and the Prometheus exporter. Labels come only from bounded sets
 //! (method, status class, queue id, mode, service, result): never a Call-ID or a phone number.
 
-use std::net::SocketAddr;
-
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Reloads of config and dialplans, labelled `result` = `ok` | `error`.
 pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
@@ -19,6 +18,11 @@ pub const TRANSACTIONS: &str = "switchboard_transactions";
 pub const REGISTRATIONS: &str = "switchboard_registrations";
 /// Calls routed, by dialplan `mode` (merge, dual, subcenter, hotline, agent, emergency).
 pub const CALLS: &str = "switchboard_calls_total";
+/// Calls ended, by dialplan `line`, `mode` and `outcome` (the CDR's: answered, abandoned,
+/// overflowed, transferred, emergency-handoff, failed …). Counted as each CDR closes (with a store).
+pub const CALLS_ENDED: &str = "switchboard_calls_ended_total";
+/// Records (CDRs) handed to the store and not yet committed to disk.
+pub const STORE_BACKLOG: &str = "switchboard_store_backlog";
 /// Per queue (`queue`): calls offered to the queue.
 pub const QUEUE_OFFERED: &str = "switchboard_queue_offered_total";
 /// Per queue: calls answered by an agent.
@@ -77,15 +81,15 @@ pub const MEDIA_BIND_FAILURES: &str = "switchboard_media_bind_failures_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
-/// Start the Prometheus exporter on `addr` (`/metrics`) and describe every metric.
-pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Install the Prometheus recorder and describe every metric. The returned handle renders
+/// `/metrics`; the admin listener ([`crate::admin`]) serves it and runs its upkeep.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(QUEUE_WAIT.to_owned()),
             &[1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0],
         )?
-        .install()?;
+        .install_recorder()?;
     describe_counter!(CONFIG_RELOADS, "Reloads of config and dialplans, by result");
     describe_gauge!(
         HA_ACTIVE,
@@ -99,6 +103,11 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     describe_gauge!(TRANSACTIONS, "Live SIP transactions, by kind");
     describe_gauge!(REGISTRATIONS, "Registered contacts");
     describe_counter!(CALLS, "Calls routed, by dialplan mode");
+    describe_counter!(CALLS_ENDED, "Calls ended, by line, mode and outcome");
+    describe_gauge!(
+        STORE_BACKLOG,
+        "Records submitted to the store, not yet committed"
+    );
     describe_counter!(QUEUE_OFFERED, "Calls offered to the queue");
     describe_counter!(QUEUE_ANSWERED, "Calls answered by an agent");
     describe_counter!(QUEUE_ANSWERED_IN_SL, "Calls answered within 15 s");
@@ -134,5 +143,5 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     describe_counter!(MEDIA_BIND_FAILURES, "RTP ports that could not be bound");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(())
+    Ok(handle)
 }

@@ -99,5 +99,26 @@ fn a_scrape_after_calls_shows_the_calls_the_queue_kpis_and_the_agents() {
     .unwrap_or(0.0);
     assert_eq!(wrap + avail, 1.0, "{m}");
     assert!(m.contains("switchboard_queue_wait_seconds_bucket"), "{m}");
+    // Both calls ended answered on their line, and the store has committed their CDRs.
+    let ended: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchboard_calls_ended_total{")
+                && l.contains("mode=\"merge\"")
+                && l.contains("outcome=\"answered\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(ended, 2.0, "{m}");
+    assert_eq!(sample(&m, "switchboard_store_backlog"), Some(0.0), "{m}");
+    // A reload (SIGHUP) is counted.
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = scrape(&d);
+    assert_eq!(
+        sample(&m, "switchboard_config_reloads_total{result=\"ok\"}"),
+        Some(1.0),
+        "{m}"
+    );
     assert!(m.contains("switchboard_build_info{version="), "{m}");
 }

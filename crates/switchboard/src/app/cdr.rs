@@ -111,6 +111,13 @@ impl Switch {
     }
 
     fn submit_cdr(&mut self, mut cdr: Cdr) {
+        metrics::counter!(
+            crate::metrics::CALLS_ENDED,
+            "line" => cdr.line.clone().unwrap_or_default(),
+            "mode" => cdr.mode.map_or("none", |m| m.as_str()),
+            "outcome" => cdr.outcome.as_str()
+        )
+        .increment(1);
         if self.cdrs.is_none() {
             return;
         }

@@ -4,6 +4,8 @@
 //! roles use distinct loopback addresses (trunk 127.0.0.2, agents 127.0.0.1x).
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
