@@ -154,7 +154,10 @@ struct ServerEntry {
     kind: ServerKind,
     /// Where responses go (§18.2.2, RFC 3581).
     peer: Peer,
-    request: Request,
+    /// The request as received (after Route processing); dropped once a final response is sent,
+    /// since retransmissions are answered from the transaction's stored response bytes: a
+    /// completed transaction lingers 32 s (Timer J, RFC 6026) and must not keep a parsed message.
+    request: Option<Request>,
     to_tag: Box<str>,
     ctx: Option<Context>,
     /// The application was told about the request and may still answer it.
@@ -372,15 +375,20 @@ impl Proxy {
             .servers
             .get_mut(&id)
             .ok_or(ProxyError::UnknownTransaction)?;
-        entry.request.remove_header(name);
-        entry.request.push_header(name, value);
+        let request = entry.request.as_mut().ok_or(ProxyError::AlreadyFinal)?;
+        request.remove_header(name);
+        request.push_header(name, value);
         Ok(())
     }
 
     /// A response builder for the request of `id`, with Via, From, To (tagged), Call-ID and CSeq copied.
     pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
         let e = self.servers.get(&id)?;
-        Some(e.request.response(status, reason, Some(&e.to_tag)))
+        Some(
+            e.request
+                .as_ref()?
+                .response(status, reason, Some(&e.to_tag)),
+        )
     }
 
     /// Send the request of `id` to `targets` in parallel (§16.5–16.6).
@@ -414,7 +422,9 @@ impl Proxy {
         }
         ctx.policy = policy;
         ctx.failure_reported = false;
-        let base = entry.request.clone();
+        let Some(base) = entry.request.clone() else {
+            return Err(ProxyError::AlreadyFinal);
+        };
         let inbound = entry.peer;
         for t in targets {
             let mut req = base.clone();
@@ -516,7 +526,7 @@ impl Proxy {
                 key: key.clone(),
                 kind,
                 peer,
-                request: req.clone(),
+                request: Some(req.clone()),
                 to_tag,
                 ctx: None,
                 with_app: false,
@@ -555,7 +565,7 @@ impl Proxy {
                 match next {
                     Some(peer) => {
                         if let Some(e) = self.servers.get_mut(&id) {
-                            e.request = req.clone();
+                            e.request = Some(req.clone());
                             e.ctx = Some(Context {
                                 branches: Vec::new(),
                                 answered: false,
@@ -577,7 +587,7 @@ impl Proxy {
             }
         }
         if let Some(e) = self.servers.get_mut(&id) {
-            e.request = req.clone();
+            e.request = Some(req.clone());
             e.with_app = true;
         }
         self.out.push_back(Output::Event(Box::new(Event::Request {
@@ -823,7 +833,10 @@ impl Proxy {
     /// The loop-detection part of a branch is computed on the request as we received it.
     fn loop_hash_for_forward(&self, _forwarded: &Request, id: ServerId) -> String {
         match self.servers.get(&id) {
-            Some(e) => self.loop_hash(&e.request),
+            Some(e) => match &e.request {
+                Some(r) => self.loop_hash(r),
+                None => String::from("0"),
+            },
             None => String::from("0"),
         }
     }
@@ -1233,6 +1246,11 @@ impl Proxy {
             None => return,
         };
         let was_final = status >= 200 && !a.is_empty();
+        if was_final {
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.request = None;
+            }
+        }
         self.apply_server_actions(now, id, a);
         self.schedule(TimerRef::Server(id), self.server_deadline(id));
         if was_final {
