@@ -216,3 +216,83 @@ fn agents_create_work_orders_and_add_steps_through_the_api() {
     assert!(!ok);
     assert!(err.contains("unknown agent"), "{err}");
 }
+
+/// A store that cannot keep up: the writer is stuck (another process holds SQLite's write lock)
+/// and its queue holds one record, so an order beyond that gets 503 at once — the API never waits
+/// for the disk — and the orders accepted before it are committed once the lock is released.
+#[test]
+fn a_full_store_queue_is_a_503_and_accepted_orders_commit_later() {
+    let mut s = admin_settings("127.0.4.52");
+    s.config_edits.push((
+        "callback_after_abandon_s = 30\n".into(),
+        "callback_after_abandon_s = 30\nqueue_capacity = 1\nbusy_timeout_ms = 100\n".into(),
+    ));
+    let d = Daemon::start_with(s);
+    assert!(
+        std::fs::read_to_string(&d.config)
+            .unwrap()
+            .contains("queue_capacity = 1"),
+        "the config edit applied"
+    );
+    // Another process takes the write lock and keeps it while its stdin is open.
+    let mut lock = std::process::Command::new("sqlite3")
+        .arg(d.dir.path().join("switchboard.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 (apt-get install sqlite3)");
+    {
+        use std::io::Write;
+        let stdin = lock.stdin.as_mut().unwrap();
+        writeln!(stdin, "BEGIN EXCLUSIVE; SELECT 'locked';").unwrap();
+        stdin.flush().unwrap();
+    }
+    // Wait until it holds the lock (it prints `locked`).
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(lock.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let body = r#"{"agent":"8002","summary":"queue test"}"#;
+    let mut accepted = Vec::new();
+    let mut busy = None;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (s, _, reply) = http(&d, "POST", "/api/v1/work-orders", Some(ADMIN_TOKEN), body);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the API waited on the disk"
+        );
+        match s {
+            201 => accepted.push(
+                serde_json::from_str::<serde_json::Value>(&reply).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            503 => {
+                busy = Some(reply);
+                break;
+            }
+            other => panic!("{other}: {reply}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let busy = busy.unwrap_or_else(|| panic!("no 503 with the writer stuck\n{}", d.log()));
+    assert!(busy.contains("store is busy"), "{busy}");
+    eprintln!(
+        "writer stuck: {} accepted, then 503: {busy}",
+        accepted.len()
+    );
+    assert!(!accepted.is_empty() && accepted.len() <= 3, "{accepted:?}");
+    // Release the lock: the writer retries and commits what it accepted.
+    drop(lock.stdin.take());
+    let _ = lock.wait();
+    for id in &accepted {
+        poll_order(&d, id, |_| true);
+    }
+}
