@@ -209,6 +209,22 @@ fn agents_create_work_orders_and_add_steps_through_the_api() {
     let id3 = out.trim().to_owned();
     let w = poll_order(&d, &id3, |_| true);
     assert_eq!(w["payload"]["summary"], "made by ctl", "{w}");
+    let (ok, out, err) = ctl(
+        &d,
+        &[
+            "work-order",
+            "status",
+            &id3,
+            "closed",
+            "--agent",
+            "8002",
+            "--note",
+            "done",
+        ],
+    );
+    assert!(ok && out.contains("accepted"), "{out}\n{err}");
+    let w = poll_order(&d, &id3, |w| w["status"] == "closed");
+    assert_eq!(w["history"][1]["note"], "done", "{w}");
     let (ok, _, err) = ctl(
         &d,
         &["work-order", "create", "--agent", "9999", "--summary", "x"],
