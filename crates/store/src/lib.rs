@@ -59,7 +59,7 @@ pub use backend::{DeliveryEnd, PendingDelivery, StoreBackend};
 pub use config::{ConfigErrors, ConfigProblem, OutboxConfig, StoreConfig};
 pub use error::{StoreError, SubmitError};
 pub use export::{write_csv, write_jsonl, CDR_COLUMNS};
-pub use orders::{agent_order, work_orders, NewOrder};
+pub use orders::{agent_order, work_orders, AgentOrder, NewOrder};
 pub use outbox::{Delivery, Outbox, OutboxError, OutboxScheduler};
 pub use postgres::PgBackend;
 pub use record::{

@@ -1,4 +1,4 @@
-//! Making work orders: the one way the daemon (and, later, the admin API) creates them, so that
+//! Making work orders: the one way the daemon (and the admin API) creates them, so that
 //! every order starts with a history entry and, when it goes to a sub-center, carries its outbox
 //! delivery in the same transaction.
 //!
@@ -81,30 +81,49 @@ pub fn delivery_body(w: &WorkOrder) -> String {
     serde_json::to_string(w).unwrap_or_else(|_| format!("{{\"id\":\"{}\"}}", w.id))
 }
 
-/// A work order an agent creates by hand (the admin API's "new work order"): `summary` goes in
-/// the payload and the first history entry.
+/// What an agent gives for a work order made by hand (the admin API's `POST /api/v1/work-orders`).
+#[derive(Debug, Clone, Default)]
+pub struct AgentOrder {
+    /// The agent creating it (the history's actor).
+    pub agent: String,
+    /// The call it is about, if any.
+    pub call_id: Option<String>,
+    /// The caller to call back, in full.
+    pub caller: Option<String>,
+    /// The caller's prefecture.
+    pub prefecture: Option<String>,
+    /// What it is about: in the payload and the first history entry.
+    pub summary: String,
+    /// The department that should handle it, if named.
+    pub department: Option<String>,
+    /// A sub-center's HTTP endpoint: the order then goes to the outbox.
+    pub endpoint: Option<String>,
+}
+
+/// A work order an agent creates by hand: `summary` (and `department`) go in the payload, the
+/// summary in the first history entry too.
 pub fn agent_order(
     ids: &mut WorkOrderIds,
     now_ms: UnixMs,
-    agent: &str,
-    caller: Option<String>,
-    prefecture: Option<String>,
-    summary: &str,
-    endpoint: Option<String>,
+    order: AgentOrder,
 ) -> (String, Vec<Record>) {
     let id = ids.next(now_ms);
+    let mut payload = serde_json::json!({ "summary": order.summary });
+    if let Some(d) = &order.department {
+        payload["department"] = serde_json::Value::String(d.clone());
+    }
     let records = create(
         id.clone(),
         now_ms,
         NewOrder {
             kind: WorkOrderKind::AgentCreated,
-            call_id: None,
-            caller,
-            prefecture,
-            endpoint,
-            payload: serde_json::json!({ "summary": summary }),
-            actor: agent.to_owned(),
-            note: summary.to_owned(),
+            call_id: order.call_id,
+            caller: order.caller,
+            prefecture: order.prefecture,
+            endpoint: order.endpoint,
+            payload,
+            actor: order.agent,
+            note: order.summary,
         },
     );
     (id, records)
@@ -130,11 +149,14 @@ mod tests {
         let (id, recs) = agent_order(
             &mut ids,
             5,
-            "8001",
-            None,
-            None,
-            "call back",
-            Some("http://h/w".into()),
+            AgentOrder {
+                agent: "8001".into(),
+                call_id: Some("c1@h".into()),
+                summary: "call back".into(),
+                department: Some("tax".into()),
+                endpoint: Some("http://h/w".into()),
+                ..AgentOrder::default()
+            },
         );
         assert_eq!(recs.len(), 2);
         match (&recs[0], &recs[1]) {
@@ -145,10 +167,21 @@ mod tests {
                 let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
                 assert_eq!(body["id"], id.as_str());
                 assert_eq!(body["kind"], "agent-created");
+                assert_eq!(body["call_id"], "c1@h");
+                assert_eq!(body["payload"]["department"], "tax");
+                assert_eq!(w.history[0].actor, "8001");
             }
             other => panic!("{other:?}"),
         }
-        let (_, recs) = agent_order(&mut ids, 6, "8001", None, None, "x", None);
+        let (_, recs) = agent_order(
+            &mut ids,
+            6,
+            AgentOrder {
+                agent: "8001".into(),
+                summary: "x".into(),
+                ..AgentOrder::default()
+            },
+        );
         assert!(matches!(&recs[..], [Record::WorkOrder(w)] if w.status == WorkOrderStatus::Open));
     }
 }

@@ -31,6 +31,7 @@ use crate::config::{AlgorithmName, Loaded, TransportName, Trunk};
 use crate::metrics as m;
 
 mod admin;
+mod agent_orders;
 mod agent_state;
 mod cdr;
 mod early_media;

@@ -61,6 +61,39 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Create a work order or add a status step to one.
+    WorkOrder {
+        #[command(subcommand)]
+        cmd: WorkOrderCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkOrderCmd {
+    /// A new work order made by an agent; prints its id.
+    Create {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        summary: String,
+        #[arg(long)]
+        call_id: Option<String>,
+        #[arg(long)]
+        caller: Option<String>,
+        #[arg(long)]
+        prefecture: Option<String>,
+        #[arg(long)]
+        department: Option<String>,
+    },
+    /// A status step (open, in-progress, closed, cancelled) in an order's history.
+    Status {
+        id: String,
+        status: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 /// Run one `ctl` command.
@@ -270,6 +303,56 @@ fn run_inner(a: CtlArgs) -> Result<ExitCode, String> {
                 }
                 t.print()
             })
+        }
+        CtlCmd::WorkOrder { cmd } => {
+            let (path, body, want) = match cmd {
+                WorkOrderCmd::Create {
+                    agent,
+                    summary,
+                    call_id,
+                    caller,
+                    prefecture,
+                    department,
+                } => {
+                    let o = crate::admin::NewWorkOrder {
+                        agent,
+                        call_id,
+                        caller,
+                        prefecture,
+                        summary,
+                        department,
+                    };
+                    let body = serde_json::to_string(&o).map_err(|e| e.to_string())?;
+                    ("work-orders".to_owned(), body, 201)
+                }
+                WorkOrderCmd::Status {
+                    id,
+                    status,
+                    agent,
+                    note,
+                } => {
+                    let step = crate::admin::WorkOrderStep {
+                        agent,
+                        status,
+                        note,
+                    };
+                    let body = serde_json::to_string(&step).map_err(|e| e.to_string())?;
+                    (format!("work-orders/{id}/status"), body, 202)
+                }
+            };
+            let (status, text) = c.call("POST", &path, Some(&body))?;
+            if status != want {
+                return Err(api_error(status, &text));
+            }
+            if json {
+                println!("{text}");
+            } else if want == 201 {
+                let v: crate::admin::WorkOrderCreated = parse(&text)?;
+                println!("{}", v.id);
+            } else {
+                println!("accepted");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

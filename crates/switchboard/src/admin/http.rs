@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
-use super::{ApiError, Grant, Request, Tokens};
+use super::{ApiError, Grant, NewWorkOrder, Request, Tokens, WorkOrderRefusal, WorkOrderStep};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -249,6 +249,11 @@ async fn route(state: &State, req: HttpRequest<Incoming>) -> Response<Body> {
         (&Method::GET, ["work-orders", id]) => {
             work_orders(state, WorkOrderQuery::One((*id).to_owned())).await
         }
+        (&Method::POST, ["work-orders"]) => create_work_order(state, req).await,
+        (&Method::POST, ["work-orders", id, "status"]) => {
+            let id = (*id).to_owned();
+            work_order_step(state, id, req).await
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: {method} {path}"),
@@ -307,6 +312,106 @@ async fn set_agent(state: &State, agent: String, req: HttpRequest<Incoming>) -> 
         Ok(Ok(v)) => json(StatusCode::OK, &v),
         Ok(Err(e)) if e.starts_with("unknown agent") => error(StatusCode::NOT_FOUND, e),
         Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(r) => r,
+    }
+}
+
+/// The request body as JSON of type `T`, or a 400 naming what is wrong and what was expected.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: HttpRequest<Incoming>,
+    expected: &str,
+) -> Result<T, Response<Body>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, format!("body: {e}"))),
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body: {e} (expected {expected})"),
+        )
+    })
+}
+
+fn refused(r: WorkOrderRefusal) -> Response<Body> {
+    match r {
+        WorkOrderRefusal::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        WorkOrderRefusal::NoStore => {
+            error(StatusCode::NOT_FOUND, "no [store] section: no work orders")
+        }
+        WorkOrderRefusal::Busy(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+    }
+}
+
+/// `POST /api/v1/work-orders`: 201 with the id once the order is handed to the store's writer.
+async fn create_work_order(state: &State, req: HttpRequest<Incoming>) -> Response<Body> {
+    let order: NewWorkOrder = match json_body(
+        req,
+        r#"{"agent": "8001", "summary": "...", optional "call_id", "caller", "prefecture", "department"}"#,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    match ask(
+        state,
+        |reply| Request::CreateWorkOrder { order, reply },
+        CORE_TIMEOUT,
+    )
+    .await
+    {
+        Ok(Ok(created)) => json(StatusCode::CREATED, &created),
+        Ok(Err(r)) => refused(r),
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/work-orders/{id}/status`: 202 once the step is handed to the store's writer.
+async fn work_order_step(state: &State, id: String, req: HttpRequest<Incoming>) -> Response<Body> {
+    let step: WorkOrderStep = match json_body(
+        req,
+        r#"{"agent": "8001", "status": "in-progress", "note": "..."}"#,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // The order must exist (committed) before a step is added to it.
+    let Some(sc) = state.store.clone() else {
+        return refused(WorkOrderRefusal::NoStore);
+    };
+    let lookup = id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        use store::StoreBackend as _;
+        let mut reader = store::open_backend(&sc).map_err(|e| e.to_string())?;
+        reader.work_order(&lookup).map_err(|e| e.to_string())
+    })
+    .await;
+    match found {
+        Ok(Ok(Some(_))) => {}
+        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, "no such work order"),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("store task: {e}"),
+            )
+        }
+    }
+    match ask(
+        state,
+        |reply| Request::WorkOrderStep { id, step, reply },
+        CORE_TIMEOUT,
+    )
+    .await
+    {
+        Ok(Ok(())) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": true }),
+        ),
+        Ok(Err(r)) => refused(r),
         Err(r) => r,
     }
 }

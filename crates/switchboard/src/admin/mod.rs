@@ -165,6 +165,17 @@ pub enum Request {
     Calls(oneshot::Sender<Vec<CallInfo>>),
     /// Reload config and dialplans, as SIGHUP does; answered when the reload is done.
     Reload(oneshot::Sender<ReloadResult>),
+    /// A work order an agent creates: handed to the store's writer without waiting.
+    CreateWorkOrder {
+        order: NewWorkOrder,
+        reply: oneshot::Sender<Result<WorkOrderCreated, WorkOrderRefusal>>,
+    },
+    /// A status change of an existing work order (the handler checked that it exists).
+    WorkOrderStep {
+        id: String,
+        step: WorkOrderStep,
+        reply: oneshot::Sender<Result<(), WorkOrderRefusal>>,
+    },
 }
 
 /// The core's side: answers one request. Reloads are handed to the shell's reloader (`reload`
@@ -200,6 +211,12 @@ pub fn answer(
         Request::Reload(r) => {
             pending_reloads.push(r);
             reload();
+        }
+        Request::CreateWorkOrder { order, reply } => {
+            let _ = reply.send(sw.admin_create_work_order(now, order));
+        }
+        Request::WorkOrderStep { id, step, reply } => {
+            let _ = reply.send(sw.admin_work_order_step(now, &id, step));
         }
     }
 }

@@ -141,3 +141,58 @@ pub struct ReloadResult {
 pub struct ApiError {
     pub error: String,
 }
+
+/// The body of `POST /api/v1/work-orders`: a work order an agent creates by hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWorkOrder {
+    /// The agent creating it: an agent of the seat config.
+    pub agent: String,
+    /// The SIP Call-ID of the call it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// The caller to call back (digits, optional leading `+`); stored in full, shown redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The caller's prefecture (a center of the seat config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefecture: Option<String>,
+    /// What it is about (required, at most 2000 characters).
+    pub summary: String,
+    /// The department that should handle it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+}
+
+/// The answer to `POST /api/v1/work-orders`: the order was handed to the store's writer (it is
+/// readable by `GET /api/v1/work-orders/{id}` once committed, normally within milliseconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkOrderCreated {
+    pub id: String,
+    /// `open`.
+    pub status: String,
+}
+
+/// The body of `POST /api/v1/work-orders/{id}/status`: a step in an order's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkOrderStep {
+    /// The agent acting.
+    pub agent: String,
+    /// `open`, `in-progress`, `closed` or `cancelled`.
+    pub status: String,
+    /// Free text for the history.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Why the core refused a work-order request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkOrderRefusal {
+    /// Bad input (400).
+    Invalid(String),
+    /// No store (404).
+    NoStore,
+    /// The store's queue is full or closed (503).
+    Busy(String),
+}
