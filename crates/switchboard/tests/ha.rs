@@ -90,6 +90,8 @@ fn the_standby_takes_over_within_5_s_keeping_calls_registrations_and_110() {
     let takeover = killed.elapsed();
     println!("takeover after SIGKILL: {} ms", takeover.as_millis());
     assert!(b.log().contains("registrations taken over"), "{}", b.log());
+    // Agent states come from the shared store too, read after the lock is taken.
+    assert!(b.log().contains("agent states restored"), "{}", b.log());
 
     // The call set up through node a ends with a BYE routed by node b.
     let (ok, diag) = call.finish(LIMIT);
