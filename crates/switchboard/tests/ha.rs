@@ -157,3 +157,123 @@ fn losing_the_database_fences_the_active_node_but_not_110() {
     let (p_ok, p_diag) = police.finish(LIMIT);
     assert!(ok && p_ok, "{diag}\n{p_diag}\n--- daemon\n{}", a.log());
 }
+
+fn ended_total(scrape: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchboard_calls_ended_total{")
+                || l.starts_with("switchboard_calls_ended_total ")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// SIGKILL of the active node in the middle of a SIPp load: the standby takes over within 5 s,
+/// the load's later calls are answered through it, and every CDR the dead node had acknowledged is in PostgreSQL.
+/// "Acknowledged" is read as in `cdr_sigkill_load.rs`: a scrape showing `switchboard_store_backlog 0`
+/// covers the calls-ended count of a scrape at least 2.5 s older (the gauge is sampled once a second).
+#[test]
+fn sigkill_of_the_active_node_under_load_loses_no_acknowledged_cdr() {
+    let pg = PgServer::start();
+    let url = pg.create_db("ha");
+    let port = free_port("127.0.0.1");
+    // Haidong's agent takes the next call at once (as in cdr_sigkill_load.rs).
+    let wrap = (
+        "center = \"haidong\"\nring_timeout_s = 20\nmax_no_answer = 3\nwrap_up_s = 10".to_owned(),
+        "center = \"haidong\"\nring_timeout_s = 20\nmax_no_answer = 3\nwrap_up_s = 0".to_owned(),
+    );
+    let mut sa = node("a", &url, None);
+    sa.seat_edits = vec![wrap.clone()];
+    let a = Daemon::spawn_on(port, sa);
+    assert!(a.answers_within(Duration::from_secs(15)), "{}", a.log());
+    let mut sb = node(
+        "b",
+        &url,
+        Some((metrics_port(port), free_port("127.0.0.1"))),
+    );
+    sb.seat_edits = vec![wrap];
+    let b = Daemon::spawn_on(port, sb);
+    let ip = "127.0.0.62";
+    let ap = free_port(ip);
+    register(&a, "8002", ip, ap, "u1");
+    let agent = uas("agent 8002", "uas.xml", "8002", ip, ap, 1000);
+    std::thread::sleep(Duration::from_millis(1200));
+    // Short calls to a Haidong merge line, answered by the Haidong agent.
+    let tp = free_port("127.0.0.2").to_string();
+    let target = a.target();
+    let scn = scenario("uac.xml");
+    let load = sipp(
+        "load",
+        &[
+            &target,
+            "-sf",
+            &scn,
+            "-s",
+            "097212331",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &tp,
+            "-r",
+            "20",
+            "-m",
+            "200",
+            "-l",
+            "40",
+            "-d",
+            "100",
+        ],
+    );
+    let start = Instant::now();
+    let mut seen: Vec<(Instant, f64)> = Vec::new();
+    let acknowledged = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no moment with backlog 0 after 60 ended calls: {seen:?}\n--- a\n{}",
+            a.log()
+        );
+        let at = Instant::now();
+        let s = scrape(&a);
+        let ended = ended_total(&s);
+        if sample(&s, "switchboard_store_backlog") == Some(0.0) {
+            if let Some(&(_, n)) = seen
+                .iter()
+                .rev()
+                .find(|(t, _)| at - *t >= Duration::from_millis(2500))
+            {
+                if n >= 60.0 {
+                    a.signal("KILL");
+                    break n;
+                }
+            }
+        }
+        seen.push((at, ended));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let killed = Instant::now();
+    assert!(
+        b.answers_within(Duration::from_secs(5)),
+        "no takeover within 5 s\n--- b\n{}",
+        b.log()
+    );
+    println!(
+        "takeover under load: {} ms; {acknowledged} calls acknowledged before the kill",
+        killed.elapsed().as_millis()
+    );
+    // The load goes on through the new active node (the calls in flight at the kill fail).
+    let _ = load.finish(Duration::from_secs(60));
+    assert!(
+        b.log().contains("call answered"),
+        "no call answered through the new node\n--- b\n{}",
+        b.log()
+    );
+    drop(agent);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let rows: i64 = c.query_one("SELECT count(*) FROM cdr", &[]).unwrap().get(0);
+    println!("CDRs in PostgreSQL: {rows}");
+    assert!(
+        rows as f64 >= acknowledged,
+        "{rows} CDRs, but {acknowledged} were acknowledged before the kill"
+    );
+}
