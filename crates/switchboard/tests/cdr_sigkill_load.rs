@@ -35,17 +35,6 @@ const GAUGE_AGE: Duration = Duration::from_millis(2500);
 /// The kill waits until at least this many calls ended, so it really happens under load.
 const MIN_ENDED: f64 = 60.0;
 
-fn ended_total(scrape: &str) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| {
-            l.starts_with("switchboard_calls_ended_total{")
-                || l.starts_with("switchboard_calls_ended_total ")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn cdrs(d: &Daemon) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["cdr", "export", "--format", "jsonl", "-c"])

@@ -158,17 +158,6 @@ fn losing_the_database_fences_the_active_node_but_not_110() {
     assert!(ok && p_ok, "{diag}\n{p_diag}\n--- daemon\n{}", a.log());
 }
 
-fn ended_total(scrape: &str) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| {
-            l.starts_with("switchboard_calls_ended_total{")
-                || l.starts_with("switchboard_calls_ended_total ")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// SIGKILL of the active node in the middle of a SIPp load: the standby takes over within 5 s,
 /// the load's later calls are answered through it, and every CDR the dead node had acknowledged is in PostgreSQL.
 /// "Acknowledged" is read as in `cdr_sigkill_load.rs`: a scrape showing `switchboard_store_backlog 0`

@@ -570,3 +570,15 @@ pub fn uac(d: &Daemon, name: &str, scn: &str, dialed: &str, ip: &str, extra: &[&
     args.extend_from_slice(extra);
     sipp(name, &args)
 }
+
+/// `switchboard_calls_ended_total` summed over its labels, from a scrape.
+pub fn ended_total(scrape: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchboard_calls_ended_total{")
+                || l.starts_with("switchboard_calls_ended_total ")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
