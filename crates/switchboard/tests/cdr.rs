@@ -8,23 +8,6 @@ use common::*;
 
 const LIMIT: Duration = Duration::from_secs(40);
 
-fn export(d: &Daemon) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["cdr", "export", "--format", "jsonl", "-c"])
-        .arg(&d.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 #[test]
 fn every_call_leaves_a_cdr_that_survives_sigkill() {
     // Callers who give up after 1 s get a callback work order: the abandoned call below makes one,
@@ -101,7 +84,7 @@ fn every_call_leaves_a_cdr_that_survives_sigkill() {
     d.signal("KILL");
     assert!(d.wait_exit(Duration::from_secs(5)).is_some());
 
-    let cdrs = export(&d);
+    let cdrs = export_cdrs(&d);
     assert_eq!(cdrs.len(), 2, "{cdrs:#?}");
     let answered = cdrs
         .iter()

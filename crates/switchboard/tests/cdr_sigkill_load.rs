@@ -35,23 +35,6 @@ const GAUGE_AGE: Duration = Duration::from_millis(2500);
 /// The kill waits until at least this many calls ended, so it really happens under load.
 const MIN_ENDED: f64 = 60.0;
 
-fn cdrs(d: &Daemon) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["cdr", "export", "--format", "jsonl", "-c"])
-        .arg(&d.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cdr export after the kill: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 #[test]
 fn sigkill_under_load_keeps_every_cdr_committed_before_the_last_acknowledged_commit() {
     let mut d = Daemon::start_with(Settings {
@@ -135,7 +118,7 @@ fn sigkill_under_load_keeps_every_cdr_committed_before_the_last_acknowledged_com
     .expect("the store opens after SIGKILL");
     store::StoreBackend::check_integrity(&mut reader).expect("integrity check after SIGKILL");
     drop(reader);
-    let rows = cdrs(&d);
+    let rows = export_cdrs(&d);
     // Real load: calls the agent answered, from the trunk, on the merge line.
     let answered = rows
         .iter()
@@ -167,7 +150,10 @@ fn sigkill_under_load_keeps_every_cdr_committed_before_the_last_acknowledged_com
         "the restarted daemon answers\n{}",
         d.log()
     );
-    assert!(cdrs(&d).len() >= rows, "rows lost across the restart");
+    assert!(
+        export_cdrs(&d).len() >= rows,
+        "rows lost across the restart"
+    );
     d.signal("TERM");
     assert!(d.wait_exit(Duration::from_secs(10)).is_some());
 }

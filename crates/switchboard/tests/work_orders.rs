@@ -112,23 +112,6 @@ fn work_orders(d: &Daemon) -> Vec<store::WorkOrder> {
     r.work_orders_since(0, 1000).unwrap()
 }
 
-fn export(d: &Daemon) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["cdr", "export", "--format", "jsonl", "-c"])
-        .arg(&d.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// A daemon whose 12366 (tax) sub-center is a SIP peer at ip:sip_port with its work-order endpoint
 /// at http://ip:http_port/workorders; `store_extra` goes into `[store]`.
 fn daemon_with_subcenter(ip: &str, sip_port: u16, http_port: u16, store_extra: &str) -> Daemon {
@@ -195,7 +178,7 @@ fn a_call_handed_to_a_subcenter_makes_a_work_order_that_reaches_it_over_http() {
     assert_eq!(p["body"]["payload"]["subcenter"], "subcenter-12366-tax");
 
     // The CDR names the order; the order's history records the delivery.
-    let cdrs = export(&d);
+    let cdrs = export_cdrs(&d);
     let cdr = cdrs
         .iter()
         .find(|c| c["dialed"] == "12366")
@@ -331,7 +314,7 @@ fn a_subcenter_that_refuses_the_call_falls_back_to_12345_with_a_callback_order()
     let p = &rx.posts()[0];
     assert_eq!(p["body"]["kind"], "subcenter-callback", "{p}");
     assert_eq!(p["body"]["caller"], "13800000000");
-    let cdr = export(&d)
+    let cdr = export_cdrs(&d)
         .into_iter()
         .find(|c| c["dialed"] == "12366")
         .expect("CDR");
@@ -371,7 +354,7 @@ fn a_caller_who_hangs_up_after_n_seconds_gets_a_callback_order() {
         "{}",
         w.payload
     );
-    let cdr = export(&d)
+    let cdr = export_cdrs(&d)
         .into_iter()
         .find(|c| c["dialed"] == "097612345")
         .expect("CDR");
@@ -443,8 +426,8 @@ fn an_emergency_hand_off_has_a_linkage_order_named_in_the_psap_invite_and_the_cd
         "the 12345 caller's call: {linked}"
     );
     // Both CDRs name it: the 12345 call handed off, and the agent's call to the PSAP.
-    assert!(wait_until(Duration::from_secs(5), || export(&d).len() >= 2));
-    let cdrs = export(&d);
+    assert!(wait_until(Duration::from_secs(5), || export_cdrs(&d).len() >= 2));
+    let cdrs = export_cdrs(&d);
     let handed = cdrs
         .iter()
         .find(|c| c["call_id"] == linked.as_str())
@@ -498,10 +481,10 @@ fn a_refer_hand_off_has_a_linkage_order_named_in_the_psap_invite_and_its_cdr() {
         linkage.contains(&format!("workorder={}", w.id)),
         "{linkage}"
     );
-    assert!(wait_until(Duration::from_secs(5), || export(&d)
+    assert!(wait_until(Duration::from_secs(5), || export_cdrs(&d)
         .iter()
         .any(|c| c["mode"] == "emergency")));
-    let to_psap = export(&d)
+    let to_psap = export_cdrs(&d)
         .into_iter()
         .find(|c| c["mode"] == "emergency")
         .unwrap();

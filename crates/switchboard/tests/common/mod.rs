@@ -582,3 +582,22 @@ pub fn ended_total(scrape: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Every CDR of the daemon's store, through `switchboard cdr export --format jsonl` (the operator's
+/// own command, so the tests read what ops would).
+pub fn export_cdrs(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["cdr", "export", "--format", "jsonl", "-c"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cdr export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
