@@ -299,9 +299,7 @@ impl Switch {
 
     /// HA fencing: while set, new non-emergency INVITEs get 503 (emergency calls still route).
     pub fn set_fenced(&mut self, fenced: bool) {
-        if fenced != self.fenced {
-            self.fenced = fenced;
-        }
+        self.fenced = fenced;
     }
 
     /// Stop taking new calls (graceful shutdown): new INVITEs get 503.

@@ -569,8 +569,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Milliseconds since the Unix epoch.
-fn unix_now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (wall clock: records, the outbox schedule, HA heartbeats).
+pub(crate) fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

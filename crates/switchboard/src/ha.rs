@@ -123,14 +123,9 @@ impl Ha {
     /// hangs rather than fails): the daemon fences itself without waiting for the thread.
     pub fn heartbeat_stale(&self) -> bool {
         *self.role.borrow() == Role::Active
-            && unix_ms() - self.last_ok_ms.load(Ordering::Relaxed) > self.fence_after_ms
+            && crate::daemon::unix_now_ms() - self.last_ok_ms.load(Ordering::Relaxed)
+                > self.fence_after_ms
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn connect(cfg: &HaConfig, hb: Duration) -> Result<Client, postgres::Error> {
@@ -235,7 +230,7 @@ fn run(
             let text: String = row.get(0);
             let _ = snap_tx.send(Some(Arc::from(text)));
         }
-        last_ok_ms.store(unix_ms(), Ordering::Relaxed);
+        last_ok_ms.store(crate::daemon::unix_now_ms(), Ordering::Relaxed);
         set(Role::Active);
         // Active: heartbeat, and write snapshots on the lock's own session.
         let mut next_beat = Instant::now() + hb;
@@ -248,7 +243,7 @@ fn run(
                          VALUES ('registrations', $1, $2, $3)
                          ON CONFLICT (key) DO UPDATE SET node = excluded.node,
                              value = excluded.value, updated_ms = excluded.updated_ms",
-                        &[&cfg.node, &text, &unix_ms()],
+                        &[&cfg.node, &text, &crate::daemon::unix_now_ms()],
                     )
                     .map(|_| ()),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -258,7 +253,7 @@ fn run(
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
             match result {
-                Ok(()) => last_ok_ms.store(unix_ms(), Ordering::Relaxed),
+                Ok(()) => last_ok_ms.store(crate::daemon::unix_now_ms(), Ordering::Relaxed),
                 Err(e) => {
                     warn!(node = %cfg.node, %e, "HA: heartbeat failed");
                     set(Role::Fenced);

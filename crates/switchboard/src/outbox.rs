@@ -97,13 +97,6 @@ impl Drop for OutboxTask {
     }
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// What one POST came to.
 enum PostResult {
     Delivered(u16),
@@ -134,7 +127,7 @@ async fn run(config: store::StoreConfig, wake: Arc<Notify>, mut stopped: watch::
             }
             refresh = false;
         }
-        let now = unix_ms();
+        let now = crate::daemon::unix_now_ms();
         while let Some(d) = outbox.poll_delivery(now) {
             debug!(id = d.id, endpoint = %d.endpoint, attempt = d.attempt, "outbox: POST");
             posts.spawn(async move {
@@ -147,15 +140,16 @@ async fn run(config: store::StoreConfig, wake: Arc<Notify>, mut stopped: watch::
         }
         metrics::gauge!(m::OUTBOX_BACKLOG).set(outbox.backlog() as f64);
         let sleep = match outbox.poll_timeout() {
-            Some(due) => {
-                Duration::from_millis(due.saturating_sub(unix_ms()).max(0) as u64).min(IDLE_POLL)
-            }
+            Some(due) => Duration::from_millis(
+                due.saturating_sub(crate::daemon::unix_now_ms()).max(0) as u64,
+            )
+            .min(IDLE_POLL),
             None => IDLE_POLL,
         };
         tokio::select! {
             Some(done) = posts.join_next() => {
                 let Ok((id, result)) = done else { continue };
-                let now = unix_ms();
+                let now = crate::daemon::unix_now_ms();
                 let (r, label) = match result {
                     PostResult::Delivered(status) => {
                         debug!(id, status, "outbox: delivered");
