@@ -76,6 +76,22 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// This binding as a record, its lifetime measured from `now`.
+    fn record(&self, now: Instant) -> BindingRecord {
+        BindingRecord {
+            aor_user: self.aor_user.clone(),
+            contact_uri: self.contact_uri.clone(),
+            contact_params: self.contact_params.clone(),
+            expires_in: self.remaining(now),
+            q_milli: self.q_milli,
+            call_id: self.call_id.clone(),
+            cseq: self.cseq,
+            source: self.source,
+            transport: self.transport,
+            path: self.path.clone(),
+        }
+    }
+
     /// `q` as a number, if the phone gave one.
     pub fn q(&self) -> Option<f32> {
         self.q_milli.map(|q| f32::from(q) / 1000.0)
@@ -524,22 +540,32 @@ impl Registrar {
     pub fn export(&self, now: Instant) -> Vec<BindingRecord> {
         let mut out = Vec::with_capacity(self.binding_count());
         for list in self.location.values() {
-            for b in list.iter().filter(|b| b.expires_at > now) {
-                out.push(BindingRecord {
-                    aor_user: b.aor_user.clone(),
-                    contact_uri: b.contact_uri.clone(),
-                    contact_params: b.contact_params.clone(),
-                    expires_in: b.remaining(now),
-                    q_milli: b.q_milli,
-                    call_id: b.call_id.clone(),
-                    cseq: b.cseq,
-                    source: b.source,
-                    transport: b.transport,
-                    path: b.path.clone(),
-                });
-            }
+            out.extend(
+                list.iter()
+                    .filter(|b| b.expires_at > now)
+                    .map(|b| b.record(now)),
+            );
         }
         out
+    }
+
+    /// The live bindings of one user, as [`Registrar::export`] writes them: what an HA pair
+    /// shares after each accepted REGISTER (empty once the user has none).
+    pub fn export_user(&self, user: &str, now: Instant) -> Vec<BindingRecord> {
+        self.lookup(user, now).map(|b| b.record(now)).collect()
+    }
+
+    /// Makes `records` the whole set of `user`'s bindings (records of other users are ignored):
+    /// the standby of an HA pair applies the active node's [`Registrar::export_user`] with it.
+    /// An empty list removes the user. Returns how many bindings were restored.
+    pub fn replace_user(
+        &mut self,
+        now: Instant,
+        user: &str,
+        records: impl IntoIterator<Item = BindingRecord>,
+    ) -> usize {
+        self.commit(user, Vec::new());
+        self.import(now, records.into_iter().filter(|r| r.aor_user == user))
     }
 
     /// Restores records written by [`Registrar::export`] (in this or an earlier process),
@@ -1730,6 +1756,48 @@ mod tests {
             200
         );
         assert_eq!(fresh.binding_count(), 1);
+    }
+
+    #[test]
+    fn export_user_and_replace_user_carry_one_aor_whole() {
+        let mut active = Registrar::new(RegistrarConfig::default());
+        let two = register(
+            "1001",
+            "c1",
+            1,
+            &["Contact: <sip:1001@10.0.0.5>;expires=600, <sip:1001@10.0.0.7>;expires=300"],
+        );
+        assert_eq!(code(&active.handle_register(at(0), &two, "1001", src())), 200);
+        let other = register("1002", "c2", 1, &["Contact: <sip:1002@10.0.0.6>"]);
+        active.handle_register(at(0), &other, "1002", src());
+
+        let mut standby = Registrar::new(RegistrarConfig::default());
+        let rows = active.export_user("1001", at(100));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(standby.replace_user(at(0), "1001", rows), 2);
+        assert_eq!(standby.binding_count(), 2);
+        // Lifetimes are those left at export, measured from the standby's clock.
+        assert_eq!(standby.next_expiry(), Some(at(200)));
+        // A record of another user in the list is not this user's to replace.
+        let stray = active.export_user("1002", at(100));
+        assert_eq!(standby.replace_user(at(0), "1001", stray), 0);
+        assert_eq!(standby.binding_count(), 0, "1001 now has no binding");
+        assert_eq!(standby.next_expiry(), None);
+
+        // One contact removed on the active node: the standby drops it too, not just adds.
+        standby.replace_user(at(0), "1001", active.export_user("1001", at(0)));
+        let drop_one = register("1001", "c1", 2, &["Contact: <sip:1001@10.0.0.7>;expires=0"]);
+        assert_eq!(code(&active.handle_register(at(1), &drop_one, "1001", src())), 200);
+        standby.replace_user(at(1), "1001", active.export_user("1001", at(1)));
+        assert_eq!(uris(&standby, "1001", at(1)), vec!["sip:1001@10.0.0.5"]);
+        assert!(!standby.has_source_ip("10.0.0.6".parse().unwrap()));
+        // Unregistered: an empty export removes the user.
+        let gone = register("1001", "c1", 3, &["Contact: *", "Expires: 0"]);
+        assert_eq!(code(&active.handle_register(at(2), &gone, "1001", src())), 200);
+        assert!(active.export_user("1001", at(2)).is_empty());
+        standby.replace_user(at(2), "1001", Vec::new());
+        assert_eq!(standby.user_count(), 0);
+        assert!(!standby.has_source_ip("10.0.0.5".parse().unwrap()));
     }
 
     #[test]
