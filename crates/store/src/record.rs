@@ -78,6 +78,10 @@ pub enum Outcome {
         /// The final SIP status sent to the caller (e.g. 503).
         status: u16,
     },
+    /// An answered call inherited by the other node of an HA pair whose BYE never reached it
+    /// within the longest call allowed (`[ha] max_call_s`): it ended at some unknown time after
+    /// the failover. `ended_ms` is when the new node gave up on it.
+    FailoverLost,
 }
 
 impl Outcome {
@@ -91,6 +95,7 @@ impl Outcome {
             Outcome::Transferred => "transferred",
             Outcome::EmergencyHandoff => "emergency-handoff",
             Outcome::Failed { .. } => "failed",
+            Outcome::FailoverLost => "failover-lost",
         }
     }
 
@@ -111,6 +116,7 @@ impl Outcome {
             "transferred" => Outcome::Transferred,
             "emergency-handoff" => Outcome::EmergencyHandoff,
             "failed" => Outcome::Failed { status: status? },
+            "failover-lost" => Outcome::FailoverLost,
             _ => return None,
         })
     }
@@ -417,6 +423,9 @@ pub enum KvSpace {
     Registration,
     /// Seat-manager agent state (logged in, break, skills in force), keyed by agent id.
     AgentState,
+    /// An answered call of an HA pair, keyed by SIP Call-ID, until its BYE: the CDR so far, so
+    /// that the other node can close it after a failover. Expires at the longest call allowed.
+    OpenCall,
 }
 
 impl KvSpace {
@@ -425,6 +434,7 @@ impl KvSpace {
         match self {
             KvSpace::Registration => "registration",
             KvSpace::AgentState => "agent-state",
+            KvSpace::OpenCall => "open-call",
         }
     }
 }
@@ -521,6 +531,7 @@ mod tests {
             Outcome::Transferred,
             Outcome::EmergencyHandoff,
             Outcome::Failed { status: 503 },
+            Outcome::FailoverLost,
         ] {
             assert_eq!(Outcome::parse(o.as_str(), o.status()), Some(o));
         }

@@ -36,6 +36,7 @@ mod agent_state;
 mod cdr;
 mod early_media;
 mod guard;
+mod ha;
 mod seats;
 mod work_orders;
 use crate::ratelimit::LogLimiter;
@@ -103,6 +104,14 @@ pub struct Switch {
     drafts: HashMap<ServerId, store::Cdr>,
     /// CDRs of answered calls, by SIP Call-ID, until their BYE.
     answered_cdrs: HashMap<Box<str>, store::Cdr>,
+    /// HA: AORs whose bindings changed since they were last handed to the HA thread; `None`
+    /// outside an HA pair.
+    reg_changes: Option<std::collections::BTreeSet<String>>,
+    /// HA: answered calls get an open row in the store, closed as `failover-lost` by the other
+    /// node this long (ms) after their answer if it never sees their BYE.
+    open_call_max_ms: Option<i64>,
+    /// HA: answered calls taken over from the other node, by SIP Call-ID, until their BYE.
+    inherited: HashMap<Box<str>, ha::Inherited>,
     /// Unix time (ms) of the core's time origin.
     unix_origin_ms: i64,
     /// Agent states last handed to the store, to save only changes.
@@ -237,6 +246,9 @@ impl Switch {
             cdrs,
             drafts: HashMap::new(),
             answered_cdrs: HashMap::new(),
+            reg_changes: None,
+            open_call_max_ms: None,
+            inherited: HashMap::new(),
             unix_origin_ms: 0,
             saved_agents: HashMap::new(),
             work_order_ids: store::WorkOrderIds::new(
@@ -568,6 +580,7 @@ impl Switch {
         let result = self.registrar.handle_register(now, req.rsip(), &user, info);
         if result.error.is_none() {
             self.registrations_dirty = true;
+            self.registration_changed(&user);
             if result.bindings_before == 0 && result.bindings_after > 0 {
                 info!(user = %user, source = %source.addr, "agent registered");
                 self.agent_presence(now, &user, true);

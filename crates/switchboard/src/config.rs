@@ -513,6 +513,24 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
         }
     }
 
+    if let Some(h) = &config.ha {
+        let start = text.find("[ha]").unwrap_or(0);
+        for m in h.problems() {
+            problems.push(at(start..start, m));
+        }
+        if config
+            .store
+            .as_ref()
+            .and_then(|s| s.postgres_url.as_ref())
+            .is_none()
+        {
+            problems.push(at(
+                start..start,
+                "[ha] needs [store] postgres_url: the pair keeps its CDRs, agent states and open calls in the shared database".into(),
+            ));
+        }
+    }
+
     let mut trunks = Vec::new();
     let mut names = std::collections::HashSet::new();
     for tc in &config.trunks {
@@ -673,6 +691,25 @@ state_file = "x"
         assert_eq!(e.0[0].line, 10);
         assert!(e.0[0].message.contains("not-an-ip"));
         assert_eq!(e.0[1].line, 13);
+    }
+
+    #[test]
+    fn a_bad_ha_section_is_refused_with_its_line_and_every_problem() {
+        let text = format!(
+            "{MIN}[store]\npath = \"db\"\n[ha]\npostgres_url = \"postgresql://u@127.0.0.1/x\"\nnode = \"b-1\"\nheartbeat_ms = 10\nfence_after_ms = 5\nmax_call_s = 0\n"
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        let msgs: Vec<&str> = e.0.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(e.0.len(), 5, "{e}");
+        assert!(e.0.iter().all(|p| p.line == 9), "{e}");
+        for key in ["ha.node", "ha.heartbeat_ms", "ha.fence_after_ms", "ha.max_call_s", "postgres_url"] {
+            assert!(msgs.iter().any(|m| m.contains(key)), "{key}: {e}");
+        }
+        let ok = format!(
+            "{MIN}[store]\npostgres_url = \"postgresql://u@127.0.0.1/x\"\n[ha]\npostgres_url = \"postgresql://u@127.0.0.1/x\"\nnode = \"b\"\n"
+        );
+        let l = parse_str(Path::new("t.toml"), &ok).unwrap();
+        assert_eq!(l.config.ha.map(|h| h.max_call_s), Some(4 * 3600));
     }
 
     #[test]

@@ -165,22 +165,22 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     info!(plan = %setup.plan.name(), lines = setup.plan.lines().len(), "dialplan loaded");
 
     let state_file = loaded.resolve(&c.registrar.state_file);
-    match std::fs::read_to_string(&state_file) {
-        Ok(text) => match sip_core::registrar::BindingRecord::from_text(&text) {
-            Ok(records) => {
-                let n = sw.restore_registrations(clock.now(), records);
-                info!(restored = n, file = %state_file.display(), "registrations restored");
-            }
-            Err(e) => {
-                warn!(file = %state_file.display(), %e, "registration file unreadable; starting empty")
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!(file = %state_file.display(), %e, "cannot read registration file"),
+    // In an HA pair the shared table is the truth about registrations (the other node may have
+    // served since this one wrote its file): the standby's warm copy comes from there.
+    if let Some(h) = &c.ha {
+        sw.enable_ha(h.max_call_s);
+        info!(file = %state_file.display(), "HA: registrations come from the shared database, not from the state file");
+    } else {
+        restore_state_file(&mut sw, &state_file, clock.now());
     }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // The HA pair: a standby binds nothing until it holds the lock (ha.rs).
+    let mut ha = match &c.ha {
+        Some(h) => Some(crate::ha::Ha::start(h.clone()).context("starting the HA thread")?),
+        None => None,
+    };
     // The admin listener: /metrics, the admin API and the wallboard (crate::admin).
     let (admin_tx, mut admin_rx) =
         mpsc::channel::<crate::admin::Request>(crate::admin::REQUEST_QUEUE);
@@ -204,6 +204,10 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 sc.path = loaded.resolve(&sc.path);
                 sc
             }),
+            ha: ha.as_ref().map(|h| crate::admin::HaView {
+                role: h.role.clone(),
+                shared: h.shared.clone(),
+            }),
         })
         .await
         .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
@@ -213,43 +217,45 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         }
     }
 
-    // The HA pair: a standby binds nothing until it holds the lock (ha.rs).
-    let mut ha = match &c.ha {
-        Some(h) => Some(crate::ha::Ha::start(h.clone()).context("starting the HA thread")?),
-        None => None,
-    };
+    // Standby: keep the warm copy until this node holds the lock.
+    let mut took_lock = None;
     if let Some(h) = &mut ha {
         metrics::gauge!(crate::metrics::HA_ACTIVE).set(0.0);
         info!("HA: standby until this node holds the lock");
         loop {
-            if *h.role.borrow() == crate::ha::Role::Active {
-                break;
-            }
             tokio::select! {
-                r = h.role.changed() => if r.is_err() { anyhow::bail!("the HA thread stopped") },
+                biased;
+                Some(w) = h.warm.recv() => apply_warm(&mut sw, &clock, h, w),
+                r = h.role.changed() => {
+                    if r.is_err() {
+                        anyhow::bail!("the HA thread stopped");
+                    }
+                    // Active (or already fenced again: it then serves emergency calls only).
+                    if *h.role.borrow() != crate::ha::Role::Standby {
+                        break;
+                    }
+                }
                 _ = sigterm.recv() => { info!("SIGTERM while standby: exiting"); return Ok(()); }
                 _ = sigint.recv() => { info!("SIGINT while standby: exiting"); return Ok(()); }
             }
         }
-        let warm = h.snapshot.borrow().clone();
-        if let Some(text) = warm {
-            match sip_core::registrar::BindingRecord::from_text(&text) {
-                Ok(records) => {
-                    let n = sw.restore_registrations(clock.now(), records);
-                    info!(
-                        restored = n,
-                        "HA: active; registrations taken over from the shared snapshot"
-                    );
-                }
-                Err(e) => warn!(%e, "HA: the shared registration snapshot is unreadable"),
-            }
+        // The HA thread sent its last read (and the calls the dead node left open) before it
+        // reported Active: all of it is queued now.
+        took_lock = Some(std::time::Instant::now());
+        while let Ok(w) = h.warm.try_recv() {
+            apply_warm(&mut sw, &clock, h, w);
         }
+        info!(
+            registrations = sw.registrar.binding_count(),
+            inherited_calls = sw.inherited_calls(),
+            "HA: active; registrations and agent states taken over from the warm copy"
+        );
         metrics::gauge!(crate::metrics::HA_ACTIVE).set(1.0);
     }
     let in_ha = ha.is_some();
     // Agents' states (logged in, out, on break) from the previous run, on top of the restored
     // registrations.
-    if let Some(sc) = &store_config {
+    if let (Some(sc), false) = (&store_config, in_ha) {
         use store::StoreBackend;
         let read_cfg = sc.clone();
         let rows = tokio::task::spawn_blocking(move || {
@@ -340,6 +346,12 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     // The rosters follow the wall clock; a tick every 30 s is ample for shifts in whole minutes.
     let mut wall_tick = tokio::time::interval(Duration::from_secs(30));
     wall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Some(t) = took_lock {
+        info!(
+            ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3),
+            "HA: serving, this long after taking the lock"
+        );
+    }
     info!("switchboard running");
     loop {
         let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
@@ -398,6 +410,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 }
             }
             _ = stats_tick.tick() => {
+                if let Some(h) = &ha {
+                    sw.close_lost_calls(clock.now());
+                    h.shared.bindings.store(sw.registrar.binding_count() as u64, std::sync::atomic::Ordering::Relaxed);
+                    h.shared.inherited_calls.store(sw.inherited_calls() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 sw.publish_metrics(clock.now());
                 sw.persist_agent_states(clock.now());
                 snap_tx.send_replace(Arc::new(sw.admin_snapshot(clock.now(), unix_now_ms())));
@@ -445,11 +462,21 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         for t in out.drain(..) {
             sender.send(t).await;
         }
+        // HA: the bindings the REGISTERs of this turn changed, right after their 200 OKs went out.
+        if let Some(h) = &ha {
+            if let Some(rows) = sw.changed_registrations(clock.now(), unix_now_ms()) {
+                let batch = crate::ha::RegistrationBatch {
+                    rows,
+                    at: std::time::Instant::now(),
+                };
+                // Full (the database is slow or gone): the AORs stay marked for the next turn.
+                if h.registrations.try_send(batch).is_ok() {
+                    sw.registrations_shared();
+                }
+            }
+        }
         if sw.registrations_dirty && tokio::time::Instant::now() >= next_persist {
             let text = export_text(&sw.registrar, clock.now());
-            if let Some(h) = &ha {
-                let _ = h.publish.try_send(text.clone());
-            }
             if persist_tx.try_send(text).is_ok() {
                 sw.registrations_dirty = false;
                 next_persist = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -518,6 +545,49 @@ async fn role_change(ha: &mut Option<crate::ha::Ha>) -> crate::ha::Role {
             r
         }
         None => std::future::pending().await,
+    }
+}
+
+/// Standby: applies what the HA thread read to the warm copy.
+fn apply_warm(sw: &mut Switch, clock: &Clock, h: &crate::ha::Ha, w: crate::ha::Warm) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match w {
+        crate::ha::Warm::Registrations { rows, full } => {
+            let n = rows.len();
+            let held = sw.apply_shared_registrations(clock.now(), unix_now_ms(), rows, full);
+            h.shared.bindings.store(held as u64, Relaxed);
+            debug!(aors = n, full, held, "HA: warm registrations updated");
+        }
+        crate::ha::Warm::Agents(rows) => {
+            let n = sw.restore_agent_states(clock.now(), rows);
+            debug!(applied = n, "HA: warm agent states updated");
+        }
+        crate::ha::Warm::OpenCalls(rows) => {
+            let (waiting, lost) = sw.inherit_open_calls(clock.now(), rows);
+            h.shared.inherited_calls.store(waiting as u64, Relaxed);
+            info!(
+                waiting,
+                failover_lost = lost,
+                "HA: answered calls taken over from the other node"
+            );
+        }
+    }
+}
+
+/// Restores the registrar's state file of the previous run (a single node).
+fn restore_state_file(sw: &mut Switch, state_file: &std::path::Path, now: Instant) {
+    match std::fs::read_to_string(state_file) {
+        Ok(text) => match sip_core::registrar::BindingRecord::from_text(&text) {
+            Ok(records) => {
+                let n = sw.restore_registrations(now, records);
+                info!(restored = n, file = %state_file.display(), "registrations restored");
+            }
+            Err(e) => {
+                warn!(file = %state_file.display(), %e, "registration file unreadable; starting empty")
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(file = %state_file.display(), %e, "cannot read registration file"),
     }
 }
 

@@ -8,6 +8,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
 /// 1 while this node of an HA pair holds the lock and serves, else 0 (absent without `[ha]`).
 pub const HA_ACTIVE: &str = "switchboard_ha_active";
+/// Histogram: from the hand-over of accepted REGISTERs' bindings (right after their 200 OKs) to
+/// their commit in the HA pair's shared table.
+pub const HA_REGISTRATION_LAG: &str = "switchboard_ha_registration_lag_seconds";
+/// Gauge: answered calls inherited from the other node of the HA pair, waiting for their BYE.
+pub const HA_INHERITED_CALLS: &str = "switchboard_ha_inherited_calls";
 /// New requests that reached the policy, by `method`.
 pub const SIP_REQUESTS: &str = "switchboard_sip_requests_total";
 /// Final responses sent upstream for those requests, by status `class` (2xx … 6xx).
@@ -89,11 +94,24 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
             metrics_exporter_prometheus::Matcher::Full(QUEUE_WAIT.to_owned()),
             &[1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0],
         )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HA_REGISTRATION_LAG.to_owned()),
+            &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0],
+        )?
         .install_recorder()?;
     describe_counter!(CONFIG_RELOADS, "Reloads of config and dialplans, by result");
     describe_gauge!(
         HA_ACTIVE,
         "1 while this node of the HA pair holds the lock and serves"
+    );
+    describe_histogram!(
+        HA_REGISTRATION_LAG,
+        Unit::Seconds,
+        "From a REGISTER's 200 OK to its bindings committed in the HA pair's database"
+    );
+    describe_gauge!(
+        HA_INHERITED_CALLS,
+        "Answered calls taken over from the other HA node, waiting for their BYE"
     );
     describe_counter!(SIP_REQUESTS, "New SIP requests handled, by method");
     describe_counter!(

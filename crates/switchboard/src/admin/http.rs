@@ -34,6 +34,7 @@ pub(super) struct State {
     pub board: watch::Receiver<Arc<str>>,
     pub seats: Option<Arc<seat_manager::SeatConfig>>,
     pub store: Option<store::StoreConfig>,
+    pub ha: Option<super::HaView>,
 }
 
 pub(super) async fn serve(sock: tokio::net::TcpListener, state: Arc<State>) {
@@ -116,6 +117,24 @@ fn bearer(req: &HttpRequest<Incoming>) -> Option<&str> {
         .map(str::trim)
 }
 
+/// A standby's answer to anything but `GET /api/v1/ha`: its core task is not running, so asking it
+/// would only wait for the timeout. `None` when this node serves.
+fn standby(state: &State) -> Option<Response<Body>> {
+    let ha = state.ha.as_ref()?;
+    if *ha.role.borrow() != crate::ha::Role::Standby {
+        return None;
+    }
+    let mut status = ha.status();
+    status.error = Some(format!(
+        "standby: node {} does not hold the HA lock and serves nothing; ask the active node",
+        status.node
+    ));
+    let mut r = json(StatusCode::SERVICE_UNAVAILABLE, &status);
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, "5".parse().expect("hv"));
+    Some(r)
+}
+
 /// Ask the core and wait for its answer.
 async fn ask<T>(
     state: &State,
@@ -183,12 +202,24 @@ async fn route(state: &State, req: HttpRequest<Incoming>) -> Response<Body> {
         if grant == Grant::None {
             return unauthorized();
         }
+        if let Some(r) = standby(state) {
+            return r;
+        }
         return events(state);
     }
     if grant != Grant::Admin {
         return unauthorized();
     }
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if let (&Method::GET, ["ha"]) = (&method, segs.as_slice()) {
+        return match &state.ha {
+            Some(ha) => json(StatusCode::OK, &ha.status()),
+            None => error(StatusCode::NOT_FOUND, "no [ha] section: a single node"),
+        };
+    }
+    if let Some(r) = standby(state) {
+        return r;
+    }
     match (&method, segs.as_slice()) {
         (&Method::GET, ["registrations"]) => {
             match ask(state, Request::Registrations, CORE_TIMEOUT).await {

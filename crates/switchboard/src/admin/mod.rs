@@ -6,6 +6,9 @@
 //! stream and the wallboard read a snapshot the core publishes once a second on a watch channel.
 //! Work orders are read from the store with a read-only connection, off the core.
 //!
+//! HA: on a standby the core task does not run yet, so every `/api/v1/` call but `GET
+//! /api/v1/ha` gets 503 with the node's status at once (`/metrics` and the page are served).
+//!
 //! Auth: every `/api/v1/` call needs `Authorization: Bearer <token>` (the `[admin]` token; 401
 //! otherwise). The event stream, which `EventSource` cannot send headers for, also accepts the
 //! token as `?token=`, and accepts the read-only `wallboard_token` as well. `/metrics` and the
@@ -233,6 +236,31 @@ pub struct Listener {
     pub seats: Option<Arc<seat_manager::SeatConfig>>,
     /// The store, for work orders (read-only connection per request).
     pub store: Option<store::StoreConfig>,
+    /// The HA pair's view of this node; `None` for a single node.
+    pub ha: Option<HaView>,
+}
+
+/// What the listener knows of the HA thread: a standby's core task is not running yet, so the
+/// API answers from here instead of asking it.
+#[derive(Clone)]
+pub struct HaView {
+    pub role: watch::Receiver<crate::ha::Role>,
+    pub shared: Arc<crate::ha::HaShared>,
+}
+
+impl HaView {
+    /// The status as `GET /api/v1/ha` shows it.
+    pub fn status(&self) -> HaStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        HaStatus {
+            node: self.shared.node.clone(),
+            role: self.role.borrow().as_str().to_owned(),
+            last_db_ok_ms: self.shared.last_ok_ms.load(Relaxed),
+            registrations: self.shared.bindings.load(Relaxed),
+            inherited_calls: self.shared.inherited_calls.load(Relaxed),
+            error: None,
+        }
+    }
 }
 
 /// Bind and serve in the background.
@@ -255,6 +283,7 @@ pub async fn spawn(l: Listener) -> std::io::Result<()> {
         board,
         seats: l.seats,
         store: l.store,
+        ha: l.ha,
     });
     tokio::spawn(http::serve(sock, state));
     Ok(())

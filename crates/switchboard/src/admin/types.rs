@@ -142,6 +142,26 @@ pub struct ApiError {
     pub error: String,
 }
 
+/// `GET /api/v1/ha`: this node of the HA pair. Also the body of the 503 a standby answers every
+/// other API call with (`error` set then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaStatus {
+    /// `[ha] node`.
+    pub node: String,
+    /// `standby` (holds no lock, serves nothing), `active` or `fenced` (lost the database:
+    /// emergency calls only).
+    pub role: String,
+    /// Unix ms of the last successful exchange with the database (0: none yet).
+    pub last_db_ok_ms: i64,
+    /// Registrations held in memory: on a standby, the warm copy it will serve with.
+    pub registrations: u64,
+    /// Answered calls taken over from the other node, waiting for their BYE.
+    pub inherited_calls: u64,
+    /// Why the request was not served (a standby's 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The body of `POST /api/v1/work-orders`: a work order an agent creates by hand.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -80,8 +80,9 @@ impl Switch {
         }
     }
 
-    /// Apply states saved by the previous run, after the registrations were restored. An agent
-    /// whose phone is no longer registered stays logged out. Returns how many were applied.
+    /// Apply states saved by the previous run (or, on an HA standby, by the active node), after
+    /// the registrations were restored. An agent whose phone is no longer registered stays logged
+    /// out. Returns how many were applied.
     pub fn restore_agent_states(&mut self, now: Instant, rows: Vec<KvRow>) -> usize {
         let Some(sm) = self.seats.as_mut() else {
             return 0;
@@ -95,10 +96,18 @@ impl Switch {
             let Some(v) = sm.agent_view(&row.key) else {
                 continue; // no longer in the roster
             };
-            let actions: &[AgentAction] = match saved {
-                SavedAgent::LoggedOut => &[AgentAction::Logout],
-                SavedAgent::LoggedIn => &[AgentAction::Login],
-                SavedAgent::Break { code } => &[AgentAction::Login, AgentAction::Break(code)],
+            // From whatever state the agent is in now: after a restart that is logged out or
+            // (auto-login) available; on an HA standby, whatever the last poll left.
+            let actions: &[AgentAction] = match (saved, v.state) {
+                (SavedAgent::LoggedOut, AgentState::LoggedOut) => &[],
+                (SavedAgent::LoggedOut, _) => &[AgentAction::Logout],
+                (SavedAgent::LoggedIn, AgentState::LoggedOut) => &[AgentAction::Login],
+                (SavedAgent::LoggedIn, AgentState::Break(_)) => &[AgentAction::Ready],
+                (SavedAgent::LoggedIn, _) => &[],
+                (SavedAgent::Break { code }, AgentState::LoggedOut) => {
+                    &[AgentAction::Login, AgentAction::Break(code)]
+                }
+                (SavedAgent::Break { code }, _) => &[AgentAction::Break(code)],
             };
             let mut ok = true;
             for a in actions {

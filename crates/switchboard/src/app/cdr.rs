@@ -77,6 +77,7 @@ impl Switch {
         let at = self.unix_ms(now);
         if (200..300).contains(&status) {
             cdr.answered_ms = Some(at);
+            self.put_open_call(&cdr);
             self.answered_cdrs.insert(cdr.call_id.clone().into(), cdr);
             return;
         }
@@ -86,10 +87,10 @@ impl Switch {
         } else {
             Outcome::Failed { status }
         };
-        self.submit_cdr(cdr);
+        self.submit_cdr(cdr, false);
     }
 
-    /// A BYE ended an answered call.
+    /// A BYE ended an answered call (or one inherited from the other node of an HA pair).
     pub(super) fn cdr_bye(&mut self, now: Instant, call_id: &str) {
         if let Some(mut cdr) = self.answered_cdrs.remove(call_id) {
             cdr.ended_ms = self.unix_ms(now);
@@ -98,7 +99,10 @@ impl Switch {
             } else {
                 Outcome::Answered
             };
-            self.submit_cdr(cdr);
+            let open = self.sharing_open_calls();
+            self.submit_cdr(cdr, open);
+        } else {
+            self.close_inherited(now, call_id);
         }
     }
 
@@ -110,7 +114,9 @@ impl Switch {
         }
     }
 
-    fn submit_cdr(&mut self, mut cdr: Cdr) {
+    /// Hands a finished call's records to the store; `open_row` deletes its HA open-call row in
+    /// the same transaction.
+    pub(super) fn submit_cdr(&mut self, mut cdr: Cdr, open_row: bool) {
         metrics::counter!(
             crate::metrics::CALLS_ENDED,
             "line" => cdr.line.clone().unwrap_or_default(),
@@ -124,10 +130,17 @@ impl Switch {
         // The work order the call calls for, its outbox delivery and the CDR naming it: one
         // transaction, so a crash never keeps one without the others.
         let mut records = self.work_order_for(&mut cdr);
-        let record = if records.is_empty() {
+        let call_id = open_row.then(|| cdr.call_id.clone());
+        let record = if records.is_empty() && call_id.is_none() {
             Record::Cdr(Box::new(cdr))
         } else {
             records.push(Record::Cdr(Box::new(cdr)));
+            if let Some(key) = call_id {
+                records.push(Record::Delete {
+                    space: store::KvSpace::OpenCall,
+                    key,
+                });
+            }
             Record::Group(records)
         };
         let Some(store) = self.cdrs.as_ref() else {

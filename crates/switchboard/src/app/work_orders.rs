@@ -166,7 +166,12 @@ impl Switch {
         }
         // The 12345 call being handed off (answered, until its BYE) names the order too.
         if let Some(c) = self.answered_cdrs.get_mut(h.linked_call) {
-            c.work_order.get_or_insert_with(|| id.clone());
+            if c.work_order.is_none() {
+                c.work_order = Some(id.clone());
+                // The HA open row carries it too, should the other node close the CDR.
+                let c = c.clone();
+                self.put_open_call(&c);
+            }
         }
         Some(id)
     }

@@ -46,8 +46,19 @@ pub fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    let mut s =
-        std::net::TcpStream::connect(("127.0.0.1", metrics_port(d.port))).expect("admin listener");
+    http_at(metrics_port(d.port), method, path, token, body)
+}
+
+/// One HTTP request to the admin listener on 127.0.0.1:`port` (a daemon whose metrics port is
+/// not [`metrics_port`]'s, like the second node of an HA pair).
+pub fn http_at(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin listener");
     s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))

@@ -414,14 +414,21 @@ pub struct Sipp {
     _dir: tempfile::TempDir,
 }
 
-/// Start SIPp with `args` (the common flags are added). It ends by itself: `-timeout` bounds it.
+/// Start SIPp with `args` (the common flags are added). It ends by itself: `-timeout` bounds it
+/// to 30 s.
 pub fn sipp(name: &str, args: &[&str]) -> Sipp {
+    sipp_for(name, args, 30)
+}
+
+/// [`sipp`] bounded by `timeout_s` instead of 30 s (a phone that must outlive a long load).
+pub fn sipp_for(name: &str, args: &[&str], timeout_s: u32) -> Sipp {
     which_sipp();
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("messages.log");
     let child = Command::new("sipp")
         .args(args)
-        .args(["-nostdin", "-timeout", "30", "-trace_msg", "-message_file"])
+        .args(["-nostdin", "-timeout", &timeout_s.to_string()])
+        .args(["-trace_msg", "-message_file"])
         .arg(&trace)
         .arg("-trace_err")
         .arg("-error_file")
