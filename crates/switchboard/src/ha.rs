@@ -1,16 +1,18 @@
 //! The active/standby pair over PostgreSQL (DESIGN.md §4; README "High availability").
 //!
 //! # One active node
-//! Leadership is a PostgreSQL session-level advisory lock (`pg_try_advisory_lock`), held by a
-//! connection this module keeps open for nothing else. The node holding it is *active*: only then
+//! Leadership is a PostgreSQL session-level advisory lock (`pg_advisory_lock`, waited for one
+//! heartbeat at a time under `lock_timeout`), held by a connection this module keeps open for
+//! nothing else. The node holding it is *active*: only then
 //! does the daemon bind its SIP listeners (the service address, the same on both nodes — the
 //! address that keepalived/VRRP or DNS points at). The other node is *standby*: no SIP sockets at
 //! all, and a warm copy of the active node's registrations and agent states in memory.
 //!
 //! When the active node dies, the kernel closes its connection, PostgreSQL ends the session and
-//! releases the lock; the standby's next try (every `heartbeat_ms`) takes it, reads what changed
-//! since its last poll, and the daemon binds the service address (retrying while the old holder's
-//! sockets are still closing). Takeover is at most one heartbeat plus a bind.
+//! releases the lock, and grants it at once to the standby, which is waiting for it; the standby
+//! reads what changed since its last poll, and the daemon binds the service address (retrying
+//! while the old holder's sockets are still closing). Takeover is a lock grant, one read and a
+//! bind.
 //!
 //! # Fencing
 //! An active node that loses its session (the database stopped, the network gone) may no longer
@@ -50,6 +52,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
@@ -66,8 +69,8 @@ pub struct HaConfig {
     /// The advisory lock both nodes contend for; change it only to run two pairs on one database.
     #[serde(default = "default_lock_key")]
     pub lock_key: i64,
-    /// How often the lock is tried and the warm copy refreshed (standby), or the session checked
-    /// (active).
+    /// How often the warm copy is refreshed between waits for the lock (standby), or the session
+    /// checked (active).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// An active node with no successful heartbeat for this long fences itself.
@@ -351,26 +354,29 @@ impl Thread {
             };
             // A new session may have missed deletions: read everything again.
             cursor.full = true;
-            // Standby: try the lock; meanwhile keep the warm copy.
-            let acquired = loop {
-                match client.query_one("SELECT pg_try_advisory_lock($1)", &[&self.cfg.lock_key]) {
-                    Ok(row) if row.get::<_, bool>(0) => break true,
-                    Ok(_) => {
-                        if was_active {
-                            // The other node holds it now: this process must not serve any more.
-                            self.set(Role::Standby);
-                        } else if let Err(e) = self.poll_warm(&mut client, &mut cursor) {
-                            warn!(node = %self.cfg.node, %e, "HA: lost the database while keeping the warm copy");
+            // Standby: wait for the lock one heartbeat at a time (PostgreSQL grants it the moment
+            // the holder's session ends); between two waits, refresh the warm copy.
+            let wait = client.batch_execute(&format!("SET lock_timeout = {}", hb.as_millis()));
+            let acquired = wait.is_ok()
+                && loop {
+                    match client.execute("SELECT pg_advisory_lock($1)", &[&self.cfg.lock_key]) {
+                        Ok(_) => break client.batch_execute("SET lock_timeout = 0").is_ok(),
+                        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                            if was_active {
+                                // The other node holds it now: this process must not serve
+                                // any more.
+                                self.set(Role::Standby);
+                            } else if let Err(e) = self.poll_warm(&mut client, &mut cursor) {
+                                warn!(node = %self.cfg.node, %e, "HA: lost the database while keeping the warm copy");
+                                break false;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(node = %self.cfg.node, %e, "HA: lost the database while waiting for the lock");
                             break false;
                         }
-                        std::thread::sleep(hb);
                     }
-                    Err(e) => {
-                        warn!(node = %self.cfg.node, %e, "HA: lost the database while waiting for the lock");
-                        break false;
-                    }
-                }
-            };
+                };
             if !acquired {
                 if was_active {
                     self.set(Role::Fenced);
