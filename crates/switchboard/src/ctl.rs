@@ -53,6 +53,9 @@ pub enum CtlCmd {
     Reload,
     /// Hours of the week a queue has no staffed center.
     RosterCheck,
+    /// This node of the HA pair: role, the registrations it holds, calls taken over. A standby
+    /// answers this and nothing else.
+    Ha,
     /// Work orders created since a time.
     WorkOrders {
         /// Unix milliseconds (0: all).
@@ -208,6 +211,28 @@ fn run_inner(a: CtlArgs) -> Result<ExitCode, String> {
                     format!("{}s", x.expires_in_s),
                 ]);
             }
+            t.print()
+        }),
+        CtlCmd::Ha => show(&c, "ha", json, |v: crate::admin::HaStatus| {
+            let mut t = Table::new(&[
+                "NODE",
+                "ROLE",
+                "DATABASE",
+                "REGISTRATIONS",
+                "INHERITED-CALLS",
+            ]);
+            let since = crate::daemon::unix_now_ms() - v.last_db_ok_ms;
+            t.row(vec![
+                v.node,
+                v.role,
+                if v.last_db_ok_ms > 0 {
+                    format!("ok {:.1}s ago", since as f64 / 1000.0)
+                } else {
+                    "never reached".into()
+                },
+                v.registrations.to_string(),
+                v.inherited_calls.to_string(),
+            ]);
             t.print()
         }),
         CtlCmd::AgentState {

@@ -374,6 +374,16 @@ fn a_standby_answers_its_admin_api_at_once() {
         assert!(e["error"].as_str().is_some_and(|m| m.contains("standby")), "{e}");
         assert_eq!(e["role"], "standby", "{e}");
     }
+    // `ctl` says the same.
+    let (ok, out, err) = common::admin::ctl(&p.b, &["ha"]);
+    assert!(
+        ok && out
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains(" standby ")),
+        "{out}{err}"
+    );
+    let (ok, _, err) = common::admin::ctl(&p.b, &["agents"]);
+    assert!(!ok && err.contains("HTTP 503: standby"), "{err}");
     // Still no answer without the token, and /metrics is served.
     let (status, _, _) = http_at(p.b_metrics, "GET", "/api/v1/ha", None, "");
     assert_eq!(status, 401);
