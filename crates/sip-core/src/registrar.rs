@@ -1767,7 +1767,10 @@ mod tests {
             1,
             &["Contact: <sip:1001@10.0.0.5>;expires=600, <sip:1001@10.0.0.7>;expires=300"],
         );
-        assert_eq!(code(&active.handle_register(at(0), &two, "1001", src())), 200);
+        assert_eq!(
+            code(&active.handle_register(at(0), &two, "1001", src())),
+            200
+        );
         let other = register("1002", "c2", 1, &["Contact: <sip:1002@10.0.0.6>"]);
         active.handle_register(at(0), &other, "1002", src());
 
@@ -1787,13 +1790,19 @@ mod tests {
         // One contact removed on the active node: the standby drops it too, not just adds.
         standby.replace_user(at(0), "1001", active.export_user("1001", at(0)));
         let drop_one = register("1001", "c1", 2, &["Contact: <sip:1001@10.0.0.7>;expires=0"]);
-        assert_eq!(code(&active.handle_register(at(1), &drop_one, "1001", src())), 200);
+        assert_eq!(
+            code(&active.handle_register(at(1), &drop_one, "1001", src())),
+            200
+        );
         standby.replace_user(at(1), "1001", active.export_user("1001", at(1)));
         assert_eq!(uris(&standby, "1001", at(1)), vec!["sip:1001@10.0.0.5"]);
         assert!(!standby.has_source_ip("10.0.0.6".parse().unwrap()));
         // Unregistered: an empty export removes the user.
         let gone = register("1001", "c1", 3, &["Contact: *", "Expires: 0"]);
-        assert_eq!(code(&active.handle_register(at(2), &gone, "1001", src())), 200);
+        assert_eq!(
+            code(&active.handle_register(at(2), &gone, "1001", src())),
+            200
+        );
         assert!(active.export_user("1001", at(2)).is_empty());
         standby.replace_user(at(2), "1001", Vec::new());
         assert_eq!(standby.user_count(), 0);

@@ -702,7 +702,13 @@ state_file = "x"
         let msgs: Vec<&str> = e.0.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(e.0.len(), 5, "{e}");
         assert!(e.0.iter().all(|p| p.line == 9), "{e}");
-        for key in ["ha.node", "ha.heartbeat_ms", "ha.fence_after_ms", "ha.max_call_s", "postgres_url"] {
+        for key in [
+            "ha.node",
+            "ha.heartbeat_ms",
+            "ha.fence_after_ms",
+            "ha.max_call_s",
+            "postgres_url",
+        ] {
             assert!(msgs.iter().any(|m| m.contains(key)), "{key}: {e}");
         }
         let ok = format!(

@@ -396,7 +396,11 @@ impl Thread {
                 if !open.is_empty() {
                     let _ = self.warm_tx.blocking_send(Warm::OpenCalls(open));
                 }
-                debug!(open_calls = n, ms = took.elapsed().as_secs_f64() * 1e3, "HA: caught up after taking the lock");
+                debug!(
+                    open_calls = n,
+                    ms = took.elapsed().as_secs_f64() * 1e3,
+                    "HA: caught up after taking the lock"
+                );
             }
             self.ok_now();
             self.set(Role::Active);

@@ -106,7 +106,11 @@ impl Pair {
             if v["registrations"].as_u64() >= Some(n) {
                 return;
             }
-            assert!(Instant::now() < end, "b holds {v} after 5 s, expected {n} registrations\n--- b\n{}", self.b.log());
+            assert!(
+                Instant::now() < end,
+                "b holds {v} after 5 s, expected {n} registrations\n--- b\n{}",
+                self.b.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -145,7 +149,12 @@ impl Pair {
             if got >= n {
                 return;
             }
-            assert!(Instant::now() < end, "{sql}: {got} after {limit:?}, expected {n}\n--- a\n{}\n--- b\n{}", self.a.log(), self.b.log());
+            assert!(
+                Instant::now() < end,
+                "{sql}: {got} after {limit:?}, expected {n}\n--- a\n{}\n--- b\n{}",
+                self.a.log(),
+                self.b.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -244,9 +253,20 @@ fn registrations_made_just_before_the_kill_are_all_reachable_on_the_new_node() {
         .map(|(user, ip, port)| uas(&format!("agent {user}"), "uas.xml", user, ip, *port, 1))
         .collect();
     for (user, _, _) in &agents {
-        let (ok, diag) = uac(&p.b, &format!("call {user}"), "uac.xml", user, "127.0.0.2", &[])
-            .finish(LIMIT);
-        assert!(ok, "agent {user} not reachable after the failover\n{diag}\n--- b\n{}", p.b.log());
+        let (ok, diag) = uac(
+            &p.b,
+            &format!("call {user}"),
+            "uac.xml",
+            user,
+            "127.0.0.2",
+            &[],
+        )
+        .finish(LIMIT);
+        assert!(
+            ok,
+            "agent {user} not reachable after the failover\n{diag}\n--- b\n{}",
+            p.b.log()
+        );
     }
     for phone in phones {
         let (ok, diag) = phone.finish(LIMIT);
@@ -269,9 +289,23 @@ fn a_call_answered_before_the_failover_keeps_its_cdr() {
     p.b_warm(2);
     const OPEN: &str = "SELECT count(*) FROM kv WHERE space = 'open-call'";
     // A long call to Haidong (it outlives max_call_s), then a short one to Xining.
-    let long = uac(&p.a, "long call", "uac.xml", "097212331", "127.0.0.2", &["-d", "25000"]);
+    let long = uac(
+        &p.a,
+        "long call",
+        "uac.xml",
+        "097212331",
+        "127.0.0.2",
+        &["-d", "25000"],
+    );
     p.wait_count(OPEN, 1, Duration::from_secs(10));
-    let short = uac(&p.a, "short call", "uac.xml", "12345", "127.0.0.2", &["-d", "3000"]);
+    let short = uac(
+        &p.a,
+        "short call",
+        "uac.xml",
+        "12345",
+        "127.0.0.2",
+        &["-d", "3000"],
+    );
     p.wait_count(OPEN, 2, Duration::from_secs(10));
     let killed_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -305,11 +339,19 @@ fn a_call_answered_before_the_failover_keeps_its_cdr() {
         .unwrap();
     let (outcome, answered, ended, arrival, dialed): (String, Option<i64>, i64, i64, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    println!("short call's CDR: {outcome}, answered {answered:?}, ended {ended}, killed {killed_ms}");
+    println!(
+        "short call's CDR: {outcome}, answered {answered:?}, ended {ended}, killed {killed_ms}"
+    );
     assert_eq!((outcome.as_str(), dialed.as_str()), ("answered", "12345"));
     let answered = answered.expect("answer time kept from node a");
-    assert!(arrival <= answered && answered < killed_ms, "answered {answered} before the kill {killed_ms}");
-    assert!(ended > killed_ms, "ended {ended} after the kill {killed_ms}: the BYE came through b");
+    assert!(
+        arrival <= answered && answered < killed_ms,
+        "answered {answered} before the kill {killed_ms}"
+    );
+    assert!(
+        ended > killed_ms,
+        "ended {ended} after the kill {killed_ms}: the BYE came through b"
+    );
     assert!(
         ended - answered >= 2_500,
         "the call lasted its 3 s: answered {answered}, ended {ended}"
@@ -327,10 +369,14 @@ fn a_call_answered_before_the_failover_keeps_its_cdr() {
             &[],
         )
         .unwrap();
-    let (dialed, answered, ended): (String, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+    let (dialed, answered, ended): (String, Option<i64>, i64) =
+        (row.get(0), row.get(1), row.get(2));
     assert_eq!(dialed, "097212331");
     let answered = answered.expect("answer time kept");
-    assert!(ended >= answered + 6_000, "closed after max_call_s: {answered} → {ended}");
+    assert!(
+        ended >= answered + 6_000,
+        "closed after max_call_s: {answered} → {ended}"
+    );
     assert_eq!(p.sql_count(OPEN), 0, "both open rows closed");
     assert!(p.b.log().contains("failover-lost"), "{}", p.b.log());
     drop(long);
@@ -357,7 +403,11 @@ fn a_standby_answers_its_admin_api_at_once() {
     p.b_warm(1);
 
     let v = p.b_ha();
-    assert_eq!((v["node"].as_str(), v["role"].as_str()), (Some("b"), Some("standby")), "{v}");
+    assert_eq!(
+        (v["node"].as_str(), v["role"].as_str()),
+        (Some("b"), Some("standby")),
+        "{v}"
+    );
     assert!(v["last_db_ok_ms"].as_i64() > Some(0), "{v}");
     for (method, path) in [
         ("GET", "/api/v1/agents"),
@@ -367,11 +417,21 @@ fn a_standby_answers_its_admin_api_at_once() {
     ] {
         let t = Instant::now();
         let (status, head, body) = http_at(p.b_metrics, method, path, Some(ADMIN_TOKEN), "");
-        assert!(t.elapsed() < Duration::from_secs(1), "{method} {path} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{method} {path} took {:?}",
+            t.elapsed()
+        );
         assert_eq!(status, 503, "{method} {path}: {body}");
-        assert!(head.to_ascii_lowercase().contains("retry-after: 5"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 5"),
+            "{head}"
+        );
         let e: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(e["error"].as_str().is_some_and(|m| m.contains("standby")), "{e}");
+        assert!(
+            e["error"].as_str().is_some_and(|m| m.contains("standby")),
+            "{e}"
+        );
         assert_eq!(e["role"], "standby", "{e}");
     }
     // `ctl` says the same.
@@ -396,11 +456,21 @@ fn a_standby_answers_its_admin_api_at_once() {
     p.kill_a();
     let v = p.b_ha();
     assert_eq!(v["role"], "active", "{v}");
-    let (status, _, body) = http_at(p.b_metrics, "GET", "/api/v1/agents/8001", Some(ADMIN_TOKEN), "");
+    let (status, _, body) = http_at(
+        p.b_metrics,
+        "GET",
+        "/api/v1/agents/8001",
+        Some(ADMIN_TOKEN),
+        "",
+    );
     assert_eq!(status, 200, "{body}");
     let agent: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        (agent["state"].as_str(), agent["break_reason"].as_u64(), agent["registered"].as_bool()),
+        (
+            agent["state"].as_str(),
+            agent["break_reason"].as_u64(),
+            agent["registered"].as_bool()
+        ),
         (Some("break"), Some(3), Some(true)),
         "{agent}"
     );
@@ -550,7 +620,10 @@ fn sigkill_of_the_active_node_under_load_loses_no_acknowledged_cdr() {
     // The load goes on through the new active node (the calls in flight at the kill fail).
     let t = Instant::now();
     let _ = load.finish(Duration::from_secs(90));
-    println!("first load ended {} ms after the kill", t.elapsed().as_millis());
+    println!(
+        "first load ended {} ms after the kill",
+        t.elapsed().as_millis()
+    );
     assert!(
         p.b.log().contains("call answered"),
         "no call answered through the new node\n--- b\n{}",
@@ -570,8 +643,16 @@ fn sigkill_of_the_active_node_under_load_loses_no_acknowledged_cdr() {
     let before = p.sql_count("SELECT count(*) FROM cdr WHERE outcome = 'answered'");
     let t = Instant::now();
     let (ok, diag) = sipp_for("second load", &args, 60).finish(Duration::from_secs(60));
-    println!("second load through node b: ok={ok} in {} ms", t.elapsed().as_millis());
-    assert!(ok, "{}\n--- b\n{}", &diag[..diag.len().min(4000)], p.b.log());
+    println!(
+        "second load through node b: ok={ok} in {} ms",
+        t.elapsed().as_millis()
+    );
+    assert!(
+        ok,
+        "{}\n--- b\n{}",
+        &diag[..diag.len().min(4000)],
+        p.b.log()
+    );
     p.wait_count(
         "SELECT count(*) FROM cdr WHERE outcome = 'answered'",
         before + 50,

@@ -34,7 +34,8 @@ impl Switch {
     /// call whose BYE has not come `max_call_s` after its answer is closed as `failover-lost`.
     pub fn enable_ha(&mut self, max_call_s: u64) {
         self.reg_changes = Some(BTreeSet::new());
-        self.open_call_max_ms = Some(i64::try_from(max_call_s.saturating_mul(1000)).unwrap_or(i64::MAX));
+        self.open_call_max_ms =
+            Some(i64::try_from(max_call_s.saturating_mul(1000)).unwrap_or(i64::MAX));
     }
 
     /// An accepted REGISTER changed (or refreshed) `user`'s bindings.
