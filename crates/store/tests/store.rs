@@ -117,6 +117,52 @@ fn every_record_kind_round_trips(db: Db) {
 }
 both!(every_record_kind_round_trips);
 
+/// The HA pair's open-call rows: an answered call's CDR so far, kept until its BYE deletes it in
+/// the same transaction as the finished CDR; the other node reads every row, expired or not, and
+/// closes a call it never saw end as `failover-lost`.
+fn open_calls_close_with_their_cdr_or_as_failover_lost(db: Db) {
+    let cfg = db.cfg.clone();
+    let (store, writer) = store::open(&cfg, None).unwrap();
+    let open = |c: &store::Cdr, expires_ms| KvRow {
+        space: KvSpace::OpenCall,
+        key: c.call_id.clone(),
+        value: serde_json::to_value(c).unwrap(),
+        expires_ms: Some(expires_ms),
+        updated_ms: c.answered_ms.unwrap(),
+    };
+    let (ended, lost) = (cdr(1, 1_000), cdr(2, 2_000));
+    store.submit(Record::Put(Box::new(open(&ended, 9_000)))).unwrap();
+    store.submit(Record::Put(Box::new(open(&lost, 3_000)))).unwrap();
+    let t = store.submit(Record::Group(vec![
+        Record::Cdr(Box::new(ended.clone())),
+        Record::Delete {
+            space: KvSpace::OpenCall,
+            key: ended.call_id.clone(),
+        },
+    ]));
+    assert!(store.wait_committed(t.unwrap(), WAIT));
+    let mut r = store::open_backend(&cfg).unwrap();
+    let rows = r.load_kv(KvSpace::OpenCall, i64::MIN).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].expires_ms, Some(3_000), "expired, still read");
+    let mut back: store::Cdr = serde_json::from_value(rows[0].value.clone()).unwrap();
+    assert_eq!(back, lost);
+    back.outcome = Outcome::FailoverLost;
+    back.ended_ms = 5_000;
+    let t = store.submit(Record::Group(vec![
+        Record::Cdr(Box::new(back.clone())),
+        Record::Delete {
+            space: KvSpace::OpenCall,
+            key: back.call_id.clone(),
+        },
+    ]));
+    assert!(store.wait_committed(t.unwrap(), WAIT));
+    assert!(r.load_kv(KvSpace::OpenCall, i64::MIN).unwrap().is_empty());
+    assert_eq!(r.cdrs_by_call_id(&back.call_id).unwrap(), vec![back]);
+    writer.shutdown().unwrap();
+}
+both!(open_calls_close_with_their_cdr_or_as_failover_lost);
+
 fn snapshots_keep_agents_and_bindings_across_a_restart(db: Db) {
     let cfg = db.cfg.clone();
     let row = |space, key: &str, expires_ms| KvRow {
