@@ -131,8 +131,12 @@ fn open_calls_close_with_their_cdr_or_as_failover_lost(db: Db) {
         updated_ms: c.answered_ms.unwrap(),
     };
     let (ended, lost) = (cdr(1, 1_000), cdr(2, 2_000));
-    store.submit(Record::Put(Box::new(open(&ended, 9_000)))).unwrap();
-    store.submit(Record::Put(Box::new(open(&lost, 3_000)))).unwrap();
+    store
+        .submit(Record::Put(Box::new(open(&ended, 9_000))))
+        .unwrap();
+    store
+        .submit(Record::Put(Box::new(open(&lost, 3_000))))
+        .unwrap();
     let t = store.submit(Record::Group(vec![
         Record::Cdr(Box::new(ended.clone())),
         Record::Delete {

@@ -510,6 +510,18 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         error!(file = %state_file.display(), %e, "could not save registrations");
     }
     sw.persist_agent_states(clock.now());
+    if let Some(h) = ha.take().filter(|_| !lost_lock) {
+        // The registrations handed over in the last turns reach the shared table before the
+        // lock session ends with the process (unless the database is gone). SIGINT exits
+        // without a drain: this is what keeps its last registrations.
+        if let Some(rows) = sw.changed_registrations(clock.now(), unix_now_ms()) {
+            let at = std::time::Instant::now();
+            let _ = h
+                .registrations
+                .try_send(crate::ha::RegistrationBatch { rows, at });
+        }
+        let _ = tokio::task::spawn_blocking(move || h.finish(Duration::from_secs(2))).await;
+    }
     if let Some(o) = outbox_task {
         let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }

@@ -198,6 +198,8 @@ pub struct Ha {
     /// Status for the admin API.
     pub shared: Arc<HaShared>,
     fence_after_ms: i64,
+    /// Disconnected when the thread ends.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 /// Batches of changed AORs that may wait for the HA thread. A full channel is not a loss: the
@@ -227,6 +229,7 @@ impl Ha {
             inherited_calls: AtomicU64::new(0),
         });
         let fence_after_ms = i64::try_from(cfg.fence_after_ms).unwrap_or(i64::MAX);
+        let (done_tx, done) = std::sync::mpsc::channel();
         let thread = Thread {
             cfg,
             role_tx,
@@ -238,14 +241,31 @@ impl Ha {
         };
         std::thread::Builder::new()
             .name("ha".into())
-            .spawn(move || thread.run())?;
+            .spawn(move || {
+                thread.run();
+                drop(done_tx);
+            })?;
         Ok(Ha {
             role,
             warm,
             registrations,
             shared,
             fence_after_ms,
+            done,
         })
+    }
+
+    /// At shutdown: lets the thread write the registration rows it was handed, for at most
+    /// `limit`, then returns (the process exit ends the lock session). Blocks: call it off the
+    /// runtime's workers.
+    pub fn finish(self, limit: Duration) {
+        let Ha {
+            registrations,
+            done,
+            ..
+        } = self;
+        drop(registrations);
+        let _ = done.recv_timeout(limit);
     }
 
     /// True when an active node has gone too long without a successful heartbeat (the database
