@@ -382,13 +382,21 @@ impl Proxy {
     }
 
     /// A response builder for the request of `id`, with Via, From, To (tagged), Call-ID and CSeq copied.
+    ///
+    /// A 101–299 to an INVITE that we send ourselves (182 Queued, 183 Session Progress) carries our
+    /// To tag and so creates a dialog, early or confirmed, with us as its UAS: RFC 3261 §12.1.1 then
+    /// requires a Contact, which is the listener the INVITE came in on (the transport and address
+    /// family of its source, as for Via and Record-Route).
     pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
         let e = self.servers.get(&id)?;
-        Some(
-            e.request
-                .as_ref()?
-                .response(status, reason, Some(&e.to_tag)),
-        )
+        let req = e.request.as_ref()?;
+        let mut b = req.response(status, reason, Some(&e.to_tag));
+        if req.method() == Method::Invite && (101..300).contains(&status) {
+            if let Some(l) = self.listener_for(e.peer.transport, e.peer.addr) {
+                b.push_header("Contact", contact_value(&l));
+            }
+        }
+        Some(b)
     }
 
     /// Send the request of `id` to `targets` in parallel (§16.5–16.6).
@@ -1496,6 +1504,17 @@ fn rr_value(l: &Listener, token: &str) -> String {
     format!("<sip:{}{t};lr;sbrr={token}>", fmt_addr(l.addr))
 }
 
+/// Our Contact (RFC 3261 §8.1.1.8) on listener `l`: where requests inside a dialog we hold as
+/// UAS are sent.
+fn contact_value(l: &Listener) -> String {
+    let t = match l.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+    };
+    format!("<sip:{}{t}>", fmt_addr(l.addr))
+}
+
 fn fmt_addr(a: SocketAddr) -> String {
     match a {
         SocketAddr::V4(v4) => v4.to_string(),
@@ -2004,6 +2023,89 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         );
         let (t, _) = drain(&mut p);
         assert!(t.iter().any(|t| text(t).starts_with("SIP/2.0 500")));
+    }
+
+    /// Our own 18x creates an early dialog (it carries our To tag): it needs our Contact, on the
+    /// transport the INVITE came over. 100 Trying and final failures do not.
+    #[test]
+    fn own_provisionals_to_an_invite_carry_our_contact() {
+        let mut p = Proxy::new(
+            ProxyConfig {
+                listeners: vec![
+                    Listener {
+                        transport: Transport::Udp,
+                        addr: "127.0.0.1:5060".parse().unwrap(),
+                    },
+                    Listener {
+                        transport: Transport::Tcp,
+                        addr: "127.0.0.1:5062".parse().unwrap(),
+                    },
+                    Listener {
+                        transport: Transport::Udp,
+                        addr: "[::1]:5060".parse().unwrap(),
+                    },
+                ],
+                ..ProxyConfig::default()
+            },
+            1,
+        );
+        let mut ids = Vec::new();
+        let sources = [
+            udp(UP),
+            Peer {
+                transport: Transport::Tcp,
+                addr: UP.parse().unwrap(),
+                conn: None,
+            },
+            udp("[::1]:5090"),
+        ];
+        for (i, src) in sources.into_iter().enumerate() {
+            let msg = invite(&format!("z9hG4bKc{i}"), 70).replace("call-1", &format!("call-c{i}"));
+            let msg = if src.transport == Transport::Tcp {
+                msg.replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+            } else {
+                msg
+            };
+            p.handle_message(Instant::ZERO, src, msg.as_bytes());
+            let (_, e) = drain(&mut p);
+            match &e[..] {
+                [Event::Request { id, .. }] => ids.push(*id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let contact = |p: &Proxy, id, status| {
+            let b = p.response_for(id, status, "x").unwrap();
+            let t = String::from_utf8(b.to_bytes().to_vec()).unwrap();
+            t.lines()
+                .find_map(|l| l.strip_prefix("Contact: ").map(str::to_owned))
+        };
+        assert_eq!(
+            contact(&p, ids[0], 183).as_deref(),
+            Some("<sip:127.0.0.1:5060>")
+        );
+        assert_eq!(
+            contact(&p, ids[0], 182).as_deref(),
+            Some("<sip:127.0.0.1:5060>")
+        );
+        assert_eq!(
+            contact(&p, ids[1], 183).as_deref(),
+            Some("<sip:127.0.0.1:5062;transport=tcp>")
+        );
+        assert_eq!(
+            contact(&p, ids[2], 183).as_deref(),
+            Some("<sip:[::1]:5060>")
+        );
+        assert_eq!(contact(&p, ids[0], 100), None);
+        assert_eq!(contact(&p, ids[0], 480), None);
+        // The 183 as sent: tagged To and the Contact, so the caller can set up the early dialog.
+        let b = p.response_for(ids[0], 183, "Session Progress").unwrap();
+        p.respond(Instant::ZERO, ids[0], b).unwrap();
+        let (t, _) = drain(&mut p);
+        let sent = text(&t[0]);
+        assert!(sent.starts_with("SIP/2.0 183 Session Progress\r\n"), "{sent}");
+        assert!(sent.contains("\r\nContact: <sip:127.0.0.1:5060>\r\n"), "{sent}");
+        let to = sent.lines().find(|l| l.starts_with("To:")).unwrap();
+        assert!(to.contains(";tag="), "{to}");
     }
 
     #[test]
