@@ -155,6 +155,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let (mtx, mrx) = mpsc::channel(crate::media_task::MEDIA_QUEUE);
         let bind_ip = settings.ports.ip;
         info!(ports = ?settings.ports, "early media on");
+        crate::media_task::log_tibetan_fallback(&settings, &prompts);
         sw.enable_media(settings, mtx);
         tokio::spawn(crate::media_task::run(bind_ip, prompts, mrx))
     });

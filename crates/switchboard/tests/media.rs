@@ -636,3 +636,114 @@ fn without_a_seats_file_agents_ring_in_turn_while_the_caller_hears_the_merged_no
     assert!(wait_gauge(&d, "switchboard_media_streams", 0.0));
     assert!(wait_gauge(&d, "switchboard_media_ports_in_use", 0.0));
 }
+
+/// A placeholder for a Tibetan recording: `packets` × 20 ms of a 1 kHz square tone, as an 8 kHz
+/// A-law WAV (its data bytes are then exactly what PCMA carries). It proves which clip is chosen,
+/// not any language: no Tibetan audio is made up here.
+fn tone_wav(packets: usize) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..packets * 160)
+        .map(|i| if i % 8 < 4 { 0xAA } else { 0x2A })
+        .collect();
+    let mut v = b"RIFF".to_vec();
+    v.extend((36 + data.len() as u32).to_le_bytes());
+    v.extend(b"WAVEfmt ");
+    v.extend(16u32.to_le_bytes());
+    v.extend(6u16.to_le_bytes()); // A-law
+    v.extend(1u16.to_le_bytes()); // mono
+    v.extend(8000u32.to_le_bytes());
+    v.extend(8000u32.to_le_bytes());
+    v.extend(1u16.to_le_bytes());
+    v.extend(8u16.to_le_bytes());
+    v.extend(b"data");
+    v.extend((data.len() as u32).to_le_bytes());
+    v.extend(&data);
+    (v, data)
+}
+
+/// A prompts folder for one test: the shipped Mandarin clips, and `bo/` with `bo_clips`.
+fn prompts_dir(bo_clips: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cmn = dir.path().join("cmn");
+    std::fs::create_dir(&cmn).unwrap();
+    for e in std::fs::read_dir(shipped_prompts().join("cmn")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, cmn.join(p.file_name().unwrap())).unwrap();
+    }
+    let bo = dir.path().join("bo");
+    std::fs::create_dir(&bo).unwrap();
+    for (name, bytes) in bo_clips {
+        std::fs::write(bo.join(name), bytes).unwrap();
+    }
+    dir
+}
+
+/// The first `n` packets of a call to the merged line 12336 from `ip`, with their payloads, in
+/// sequence order (the caller waits 3 s, then CANCELs).
+fn merged_call_payloads(d: &Daemon, ip: &str, rtp_ip: &str, n: usize) -> Vec<(Rtp, Vec<u8>)> {
+    let rtp = UdpSocket::bind((rtp_ip, 0)).unwrap();
+    let c = caller_to(
+        d,
+        "12336",
+        "uac_media_cancel.xml",
+        ip,
+        rtp.local_addr().unwrap(),
+        "8",
+        &["-d", "3000"],
+    );
+    rtp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < n {
+        let Ok((len, _)) = rtp.recv_from(&mut buf) else {
+            break;
+        };
+        got.push((parse_rtp(&buf[..len]), buf[12..len].to_vec()));
+    }
+    let (ok, diag) = c.finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    assert_eq!(got.len(), n, "RTP packets received");
+    let seq0 = got[0].0.seq;
+    for (i, (h, _)) in got.iter().enumerate() {
+        assert_eq!(h.seq, seq0.wrapping_add(i as u16), "in order, none lost");
+        assert_eq!(h.pt, 8);
+    }
+    got
+}
+
+#[test]
+fn a_tibetan_prefectures_caller_hears_a_bo_recording_where_one_exists_and_mandarin_elsewhere() {
+    // bo/ holds one clip, joined.wav (0.4 s = 20 packets): the rest falls back clip by clip.
+    let (wav, tone) = tone_wav(20);
+    let prompts = prompts_dir(&[("joined.wav", &wav)]);
+    let d = daemon_with(port_range(20), prompts.path(), &["yushu"], &[]);
+    assert!(d.log().contains("tibetan_clips=1"), "{}", d.log());
+
+    // A caller from Yushu (the trunk's prefecture): the bo/ notice, then "you are number …" in
+    // Mandarin, since bo/ has no position_before.wav.
+    let got = merged_call_payloads(&d, YUSHU_CALLER, "127.0.3.30", 21);
+    for (i, (_, payload)) in got[..20].iter().enumerate() {
+        assert_eq!(
+            payload[..],
+            tone[i * 160..(i + 1) * 160],
+            "packet {i}: the bo/ recording"
+        );
+    }
+    assert_eq!(
+        got[20].1,
+        prompt_start("position_before.wav"),
+        "then the Mandarin clip bo/ lacks"
+    );
+
+    // A caller from Xining, same daemon: Mandarin from the first packet.
+    let got = merged_call_payloads(&d, "127.0.3.23", "127.0.3.22", 1);
+    assert_eq!(got[0].1, prompt_start("joined.wav"), "Xining is not Tibetan");
+}
+
+#[test]
+fn a_tibetan_prefectures_caller_hears_mandarin_while_bo_is_empty() {
+    let prompts = prompts_dir(&[]);
+    let d = daemon_with(port_range(20), prompts.path(), &["yushu"], &[]);
+    assert!(d.log().contains("tibetan_clips=0"), "{}", d.log());
+    let got = merged_call_payloads(&d, YUSHU_CALLER, "127.0.3.30", 1);
+    assert_eq!(got[0].1, prompt_start("joined.wav"), "Mandarin for now");
+}
