@@ -2102,8 +2102,14 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         p.respond(Instant::ZERO, ids[0], b).unwrap();
         let (t, _) = drain(&mut p);
         let sent = text(&t[0]);
-        assert!(sent.starts_with("SIP/2.0 183 Session Progress\r\n"), "{sent}");
-        assert!(sent.contains("\r\nContact: <sip:127.0.0.1:5060>\r\n"), "{sent}");
+        assert!(
+            sent.starts_with("SIP/2.0 183 Session Progress\r\n"),
+            "{sent}"
+        );
+        assert!(
+            sent.contains("\r\nContact: <sip:127.0.0.1:5060>\r\n"),
+            "{sent}"
+        );
         let to = sent.lines().find(|l| l.starts_with("To:")).unwrap();
         assert!(to.contains(";tag="), "{to}");
     }

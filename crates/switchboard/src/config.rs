@@ -290,8 +290,9 @@ pub struct TrunkConfig {
     /// The prefecture the trunk serves, if it serves one (e.g. `xining`).
     #[serde(default)]
     pub prefecture: Option<String>,
-    /// A sub-center's HTTP endpoint for work orders (`http://host:port/path`): the orders of calls
-    /// handed to this trunk, or falling back from it, are POSTed there through the durable outbox.
+    /// No longer read: a sub-center's work-order endpoint is its line's `workorder_url` in the
+    /// dialplan. Kept only to refuse it with its line rather than accept a config that would
+    /// silently stop delivering.
     #[serde(default)]
     pub outbox_url: Option<Spanned<String>>,
 }
@@ -421,8 +422,6 @@ pub struct Trunk {
     pub name: String,
     pub nets: Vec<IpNet>,
     pub prefecture: Option<String>,
-    /// Where work orders for this sub-center go (`http://…`), if anywhere.
-    pub outbox_url: Option<String>,
 }
 
 impl Loaded {
@@ -539,15 +538,17 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
             ));
         }
         if let Some(u) = &tc.outbox_url {
-            if let Err(e) = crate::outbox::check_url(u.get_ref()) {
-                problems.push(at(u.span(), format!("outbox_url: {e}")));
-            }
+            problems.push(at(
+                u.span(),
+                "`outbox_url` is no longer read; use `workorder_url` on the sub-center's [[lines]] \
+                 entry in the dialplan (its work orders are POSTed there)"
+                    .into(),
+            ));
         }
         trunks.push(Trunk {
             name: tc.name.get_ref().clone(),
             nets,
             prefecture: tc.prefecture.clone(),
-            outbox_url: tc.outbox_url.as_ref().map(|u| u.get_ref().clone()),
         });
     }
 
@@ -676,27 +677,24 @@ state_file = "x"
     }
 
     #[test]
-    fn a_bad_outbox_url_and_a_bad_store_section_are_refused_with_their_line() {
+    fn a_trunk_outbox_url_and_a_bad_store_section_are_refused_with_their_line() {
+        // The work-order endpoint moved to the dialplan's sub-center line (`workorder_url`): an
+        // old config is refused with the line to change, not run with deliveries silently off.
         let text = format!(
-            "{MIN}[store]\npath = \"db\"\nnode = \"a-b\"\n[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"https://h/w\"\n"
+            "{MIN}[store]\npath = \"db\"\nnode = \"a-b\"\n[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"\n"
         );
         let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert_eq!(e.0[0].line, 7, "{e}");
         assert!(e.0[0].message.contains("store.node"), "{e}");
-        assert_eq!(e.0[1].line, 13, "{e}");
-        assert!(e.0[1].message.contains("outbox_url"), "{e}");
+        assert_eq!(e.0[1].to_string(), "t.toml:13:14: `outbox_url` is no longer read; use `workorder_url` on the sub-center's [[lines]] entry in the dialplan (its work orders are POSTed there)");
         let text = format!(
             "{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_ur = \"x\"\n"
         );
         let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
         assert!(e.to_string().starts_with("t.toml:10:1: "), "{e}");
-        let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"\n");
-        let l = parse_str(Path::new("t.toml"), &ok).unwrap();
-        assert_eq!(
-            l.trunks[0].outbox_url.as_deref(),
-            Some("http://127.0.2.1:8080/workorders")
-        );
+        let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\n");
+        assert!(parse_str(Path::new("t.toml"), &ok).is_ok());
     }
 
     #[test]

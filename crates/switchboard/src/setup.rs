@@ -54,6 +54,20 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
             }
         }
     }
+    // The dialplan checks a sub-center's `workorder_url` itself; this asks the outbox's own HTTP
+    // client whether it can POST there, so no order is queued for an endpoint it cannot reach.
+    for l in plan.lines() {
+        if let dialplan::LineRoute::Subcenter { workorder_url, .. } = &l.route {
+            if let Err(e) = crate::outbox::check_url(workorder_url) {
+                problems.push(format!(
+                    "{}:{}:1: line {}: workorder_url: {e}",
+                    plan.name(),
+                    l.source_line,
+                    l.number
+                ));
+            }
+        }
+    }
     for t in &loaded.trunks {
         if let Some(p) = &t.prefecture {
             if plan.prefecture_by_id(p).is_none() {

@@ -495,7 +495,10 @@ fn a_merged_line_starts_with_its_notice() {
 #[test]
 fn the_switchboards_own_183_and_182_carry_its_contact_on_the_callers_transport() {
     let d = daemon(port_range(20), &[]);
-    for (transport, ip, param) in [("u1", "127.0.3.15", ""), ("t1", "127.0.3.17", ";transport=tcp")] {
+    for (transport, ip, param) in [
+        ("u1", "127.0.3.15", ""),
+        ("t1", "127.0.3.17", ";transport=tcp"),
+    ] {
         let rtp = UdpSocket::bind((ip, 0)).unwrap();
         // The scenario itself fails the call if a 183 or 182 comes without a Contact (<ereg>).
         let c = caller(
@@ -539,7 +542,12 @@ fn receive_until(
     let mut buf = [0u8; 2048];
     while Instant::now() < end && !done() {
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            v.push((Instant::now(), from, parse_rtp(&buf[..n]), buf[12..n].to_vec()));
+            v.push((
+                Instant::now(),
+                from,
+                parse_rtp(&buf[..n]),
+                buf[12..n].to_vec(),
+            ));
         }
     }
     v
@@ -736,7 +744,11 @@ fn a_tibetan_prefectures_caller_hears_a_bo_recording_where_one_exists_and_mandar
 
     // A caller from Xining, same daemon: Mandarin from the first packet.
     let got = merged_call_payloads(&d, "127.0.3.23", "127.0.3.22", 1);
-    assert_eq!(got[0].1, prompt_start("joined.wav"), "Xining is not Tibetan");
+    assert_eq!(
+        got[0].1,
+        prompt_start("joined.wav"),
+        "Xining is not Tibetan"
+    );
 }
 
 #[test]
