@@ -100,7 +100,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 
 /// Run the daemon until SIGTERM (graceful) or SIGINT (fast).
-pub async fn run(setup: Setup) -> anyhow::Result<()> {
+///
+/// Call it on a current-thread runtime: the core loop, the UDP receivers and the sends share that
+/// thread. `aux` runs what must not delay SIP and may use the other core: the media pacer, TCP
+/// connections and the admin listener.
+pub async fn run(setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()> {
     let loaded = setup.loaded.clone();
     let c = loaded.config.clone();
     // The store's writer thread: CDRs leave the hot path over its bounded queue.
@@ -156,7 +160,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let bind_ip = settings.ports.ip;
         info!(ports = ?settings.ports, "early media on");
         sw.enable_media(settings, mtx);
-        tokio::spawn(crate::media_task::run(bind_ip, prompts, mrx))
+        aux.spawn(crate::media_task::run(bind_ip, prompts, mrx))
     });
     sw.set_unix_origin_ms(unix_now_ms() - clock.now().since_origin().as_millis() as i64);
     if setup.bridge.is_none() {
@@ -192,7 +196,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
         let tokens = crate::admin::load_tokens(&loaded).map_err(anyhow::Error::msg)?;
         let api = tokens.is_some();
-        crate::admin::spawn(crate::admin::Listener {
+        let listener = crate::admin::Listener {
             addr: c.metrics.listen,
             prometheus,
             tokens: tokens.map(|(a, w)| crate::admin::Tokens::new(&a, w.as_deref())),
@@ -204,9 +208,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 sc.path = loaded.resolve(&sc.path);
                 sc
             }),
-        })
-        .await
-        .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
+        };
+        aux.spawn(crate::admin::spawn(listener))
+            .await
+            .context("admin listener task")?
+            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
         info!(addr = %c.metrics.listen, api, "metrics on http://{}/metrics", c.metrics.listen);
         if api && !c.metrics.listen.ip().is_loopback() {
             warn!(addr = %c.metrics.listen, "the admin API listens on a non-loopback address: keep it behind a firewall");
@@ -301,8 +307,10 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                     partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
                     ..TcpLimits::default()
                 };
-                let t = TcpTransport::bind(l.addr, limits, tx.clone())
+                let t = aux
+                    .spawn(TcpTransport::bind(l.addr, limits, tx.clone()))
                     .await
+                    .context("TCP bind task")?
                     .with_context(|| format!("binding TCP {}", l.addr))?;
                 info!(addr = %l.addr, "listening on TCP");
                 tcp.push(t);
@@ -356,8 +364,12 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 let Some(msg) = msg else { break };
                 let peer = Peer { transport: msg.transport, addr: msg.peer, conn: msg.conn };
                 sw.on_message(clock.now(), peer, &msg.bytes, &mut out);
-                // Take whatever else is already queued before sending, to batch the wakeups.
+                // Take whatever else is already queued in this wake-up, each message's output sent
+                // before the next is handled: a message never waits for the rest of its batch.
                 for _ in 0..64 {
+                    for t in out.drain(..) {
+                        sender.send(t).await;
+                    }
                     match rx.try_recv() {
                         Ok(m) => {
                             let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
