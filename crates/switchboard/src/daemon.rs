@@ -104,9 +104,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 /// Call it on a current-thread runtime: the core loop, the UDP receivers and the sends share that
 /// thread. `aux` runs what must not delay SIP and may use the other core: the media pacer, TCP
 /// connections and the admin listener.
-pub async fn run(setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()> {
-    let loaded = setup.loaded.clone();
-    let c = loaded.config.clone();
+pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()> {
+    // Borrowed, not cloned: with a province's accounts the config is tens of megabytes.
+    let loaded = &setup.loaded;
+    let c = &loaded.config;
     // The store's writer thread: CDRs leave the hot path over its bounded queue.
     // The outbox thread POSTs work orders to sub-centers; the writer wakes it after each commit.
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
@@ -145,7 +146,7 @@ pub async fn run(setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()
     let clock = Clock::new();
     let secret: [u8; 32] = rand::random();
     let mut sw = Switch::new(
-        &loaded,
+        loaded,
         setup.plan.clone(),
         setup.bridge.clone(),
         setup.seats.as_ref(),
@@ -194,7 +195,7 @@ pub async fn run(setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()
         Vec::new();
     if c.metrics.enabled {
         let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
-        let tokens = crate::admin::load_tokens(&loaded).map_err(anyhow::Error::msg)?;
+        let tokens = crate::admin::load_tokens(loaded).map_err(anyhow::Error::msg)?;
         let api = tokens.is_some();
         let listener = crate::admin::Listener {
             addr: c.metrics.listen,
@@ -202,7 +203,7 @@ pub async fn run(setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()
             tokens: tokens.map(|(a, w)| crate::admin::Tokens::new(&a, w.as_deref())),
             core: admin_tx.clone(),
             snapshots: snap_rx,
-            seats: setup.seats.clone().map(Arc::new),
+            seats: setup.seats.take().map(Arc::new),
             store: c.store.as_ref().map(|sc| {
                 let mut sc = sc.clone();
                 sc.path = loaded.resolve(&sc.path);
@@ -319,7 +320,7 @@ pub async fn run(setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()
     }
     drop(tx);
     drop(etx);
-    warn_demo_credentials(&loaded);
+    warn_demo_credentials(loaded);
 
     let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
     let writer = tokio::spawn(state_writer(state_file.clone(), persist_rx));

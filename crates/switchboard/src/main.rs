@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, LogFormat};
 
+/// mimalloc rather than glibc's malloc: per-message allocations are cheaper, and the memory that
+/// loading a province's config peaks at (a TOML document of every account) goes back to the kernel
+/// instead of staying mapped (benches/README.md, "Memory").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
