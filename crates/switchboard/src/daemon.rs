@@ -100,9 +100,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 
 /// Run the daemon until SIGTERM (graceful) or SIGINT (fast).
-pub async fn run(setup: Setup) -> anyhow::Result<()> {
-    let loaded = setup.loaded.clone();
-    let c = loaded.config.clone();
+///
+/// Call it on a current-thread runtime: the core loop, the UDP receivers and the sends share that
+/// thread. `aux` runs what must not delay SIP and may use the other core: the media pacer, TCP
+/// connections and the admin listener.
+pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()> {
+    // Borrowed, not cloned: with a province's accounts the config is tens of megabytes.
+    let loaded = &setup.loaded;
+    let c = &loaded.config;
     // The store's writer thread: CDRs leave the hot path over its bounded queue.
     // The outbox thread POSTs work orders to sub-centers; the writer wakes it after each commit.
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
@@ -141,7 +146,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let clock = Clock::new();
     let secret: [u8; 32] = rand::random();
     let mut sw = Switch::new(
-        &loaded,
+        loaded,
         setup.plan.clone(),
         setup.bridge.clone(),
         setup.seats.as_ref(),
@@ -157,7 +162,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         info!(ports = ?settings.ports, "early media on");
         crate::media_task::log_tibetan_fallback(&settings, &prompts);
         sw.enable_media(settings, mtx);
-        tokio::spawn(crate::media_task::run(bind_ip, prompts, mrx))
+        aux.spawn(crate::media_task::run(bind_ip, prompts, mrx))
     });
     sw.set_unix_origin_ms(unix_now_ms() - clock.now().since_origin().as_millis() as i64);
     if setup.bridge.is_none() {
@@ -191,23 +196,25 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         Vec::new();
     if c.metrics.enabled {
         let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
-        let tokens = crate::admin::load_tokens(&loaded).map_err(anyhow::Error::msg)?;
+        let tokens = crate::admin::load_tokens(loaded).map_err(anyhow::Error::msg)?;
         let api = tokens.is_some();
-        crate::admin::spawn(crate::admin::Listener {
+        let listener = crate::admin::Listener {
             addr: c.metrics.listen,
             prometheus,
             tokens: tokens.map(|(a, w)| crate::admin::Tokens::new(&a, w.as_deref())),
             core: admin_tx.clone(),
             snapshots: snap_rx,
-            seats: setup.seats.clone().map(Arc::new),
+            seats: setup.seats.take().map(Arc::new),
             store: c.store.as_ref().map(|sc| {
                 let mut sc = sc.clone();
                 sc.path = loaded.resolve(&sc.path);
                 sc
             }),
-        })
-        .await
-        .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
+        };
+        aux.spawn(crate::admin::spawn(listener))
+            .await
+            .context("admin listener task")?
+            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
         info!(addr = %c.metrics.listen, api, "metrics on http://{}/metrics", c.metrics.listen);
         if api && !c.metrics.listen.ip().is_loopback() {
             warn!(addr = %c.metrics.listen, "the admin API listens on a non-loopback address: keep it behind a firewall");
@@ -302,8 +309,10 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                     partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
                     ..TcpLimits::default()
                 };
-                let t = TcpTransport::bind(l.addr, limits, tx.clone())
+                let t = aux
+                    .spawn(TcpTransport::bind(l.addr, limits, tx.clone()))
                     .await
+                    .context("TCP bind task")?
                     .with_context(|| format!("binding TCP {}", l.addr))?;
                 info!(addr = %l.addr, "listening on TCP");
                 tcp.push(t);
@@ -312,7 +321,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     }
     drop(tx);
     drop(etx);
-    warn_demo_credentials(&loaded);
+    warn_demo_credentials(loaded);
 
     let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
     let writer = tokio::spawn(state_writer(state_file.clone(), persist_rx));
@@ -357,8 +366,12 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 let Some(msg) = msg else { break };
                 let peer = Peer { transport: msg.transport, addr: msg.peer, conn: msg.conn };
                 sw.on_message(clock.now(), peer, &msg.bytes, &mut out);
-                // Take whatever else is already queued before sending, to batch the wakeups.
+                // Take whatever else is already queued in this wake-up, each message's output sent
+                // before the next is handled: a message never waits for the rest of its batch.
                 for _ in 0..64 {
+                    for t in out.drain(..) {
+                        sender.send(t).await;
+                    }
                     match rx.try_recv() {
                         Ok(m) => {
                             let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
