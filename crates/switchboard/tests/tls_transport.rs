@@ -863,3 +863,102 @@ fn check_validates_the_tls_section_and_names_the_file_at_fault() {
     let (ok, out) = check(&config);
     assert!(!ok && out.contains("needs a [tls] section"), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections the switchboard opens itself (a trunk or PSAP with transport=tls)
+
+mod outbound {
+    use super::*;
+    use bytes::Bytes;
+    use switchboard::tls::{client_config, read_certs, read_key, server_config, TlsHandle, TlsMaterial};
+    use switchboard::transport::{Inbound, SendError, TcpLimits, TcpTransport, Transport};
+    use tokio::sync::mpsc;
+
+    /// Material for `leaf`; with `trust`, connections we open verify servers against that CA.
+    fn material(files: &CertFiles, trust: Option<&Path>) -> TlsMaterial {
+        let certs = read_certs(&files.cert()).unwrap();
+        let key = read_key(&files.key()).unwrap();
+        let server = server_config(certs.clone(), key.clone_key(), None).unwrap();
+        let client = trust.map(|ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(ca).unwrap() {
+                roots.add(c).unwrap();
+            }
+            Arc::new(client_config(roots, certs, key).unwrap())
+        });
+        TlsMaterial::from_configs(Arc::new(server), client)
+    }
+
+    async fn transport(m: TlsMaterial) -> (TcpTransport, mpsc::Receiver<Inbound>) {
+        let (tx, rx) = mpsc::channel(16);
+        let t = TcpTransport::bind_tls(
+            "127.0.0.1:0".parse().unwrap(),
+            TcpLimits::default(),
+            TlsHandle::new(m),
+            tx,
+        )
+        .await
+        .unwrap();
+        (t, rx)
+    }
+
+    fn message(call_id: &str) -> Bytes {
+        Bytes::from(format!(
+            "OPTIONS sip:psap@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK{call_id}\r\n\
+Max-Forwards: 70\r\nTo: <sip:psap@127.0.0.1>\r\nFrom: <sip:sb@127.0.0.1>;tag=1\r\nCall-ID: {call_id}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    #[tokio::test]
+    async fn we_connect_over_tls_only_to_servers_our_ca_signed() {
+        let ca = Ca::new("12345 test CA");
+        let ours = CertFiles::new(&ca, &ca.leaf("switchboard"));
+        let theirs = CertFiles::new(&ca, &ca.leaf("psap"));
+        let (psap, mut psap_rx) = transport(material(&theirs, None)).await;
+
+        // Trusting our CA: the message arrives over TLS, and the reply comes back on it.
+        let (sb, mut sb_rx) = transport(material(&ours, Some(&ours.ca()))).await;
+        sb.send(None, psap.local_addr(), message("out1")).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), psap_rx.recv())
+            .await
+            .expect("the PSAP got the message in time")
+            .unwrap();
+        assert_eq!(got.transport, Transport::Tls);
+        assert_eq!(got.bytes, message("out1"));
+        psap.send(got.conn, got.peer, message("back")).unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), sb_rx.recv())
+            .await
+            .expect("the reply in time")
+            .unwrap();
+        assert_eq!((back.transport, back.bytes), (Transport::Tls, message("back")));
+        assert_eq!(sb.connection_count(), 1);
+
+        // Trusting another CA only: the handshake fails and nothing is delivered.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other_ca = elsewhere.path().join("ca.pem");
+        std::fs::write(&other_ca, Ca::new("somebody else").pem()).unwrap();
+        let (wary, _rx) = transport(material(&ours, Some(&other_ca))).await;
+        wary.send(None, psap.local_addr(), message("out2")).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), psap_rx.recv())
+                .await
+                .is_err(),
+            "a server we do not trust got the message"
+        );
+        let end = tokio::time::Instant::now() + Duration::from_secs(2);
+        while wary.connection_count() > 0 && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(wary.connection_count(), 0, "the failed connection holds its slot");
+
+        // No ca_file: no connection is opened at all.
+        let (plain, _rx) = transport(material(&ours, None)).await;
+        assert_eq!(
+            plain.send(None, psap.local_addr(), message("out3")),
+            Err(SendError::NoTlsClient {
+                dest: psap.local_addr()
+            })
+        );
+    }
+}
