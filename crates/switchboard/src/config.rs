@@ -721,6 +721,28 @@ state_file = "x"
     }
 
     #[test]
+    fn a_tls_listener_needs_a_tls_section() {
+        let text = MIN.replace(
+            "listen = [{ transport = \"udp\", addr = \"127.0.0.1:5060\" }]",
+            "listen = [{ transport = \"udp\", addr = \"127.0.0.1:5060\" },\n  { transport = \"tls\", addr = \"127.0.0.1:5061\" }]",
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].col), (4, 3), "{e}");
+        assert!(e.0[0].message.contains("[tls]"), "{e}");
+        let with = format!("{text}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n");
+        let l = parse_str(Path::new("t.toml"), &with).unwrap();
+        assert_eq!(
+            l.config.sip.listen[1].get_ref().transport,
+            TransportName::Tls
+        );
+        let tls = l.config.tls.expect("[tls]");
+        assert!(!tls.verify_clients && tls.ca_file.is_none());
+        let typo = format!("{with}cert_fil = \"x\"\n");
+        assert!(parse_str(Path::new("t.toml"), &typo).is_err());
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));

@@ -656,9 +656,7 @@ impl Sender {
                     &self.tcp
                 };
                 let family = t.peer.addr.is_ipv4();
-                let Some(stream) = streams
-                    .iter()
-                    .find(|x| x.local_addr().is_ipv4() == family)
+                let Some(stream) = streams.iter().find(|x| x.local_addr().is_ipv4() == family)
                 else {
                     let transport = t.peer.transport.as_token();
                     warn!(dest = %t.peer.addr, transport, "no listener of this transport for this address family");

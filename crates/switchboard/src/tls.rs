@@ -165,7 +165,11 @@ pub fn load(loaded: &Loaded, text: &str, problems: &mut Vec<String>) -> Option<T
     let server = match server_config(
         certs.clone(),
         key.clone_key(),
-        if tc.verify_clients { client_roots } else { None },
+        if tc.verify_clients {
+            client_roots
+        } else {
+            None
+        },
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -206,14 +210,16 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     client_roots: Option<RootCertStore>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     match client_roots {
         Some(roots) => {
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
             builder
                 .with_client_cert_verifier(verifier)
                 .with_single_cert(certs, key)
@@ -314,9 +320,15 @@ mod tests {
         assert!(e.contains("nope.pem") && e.contains("cannot read"), "{e}");
         let junk = write(dir.path(), "junk.pem", "hello\n");
         let e = read_certs(&junk).unwrap_err();
-        assert!(e.contains("junk.pem") && e.contains("no certificate"), "{e}");
+        assert!(
+            e.contains("junk.pem") && e.contains("no certificate"),
+            "{e}"
+        );
         let e = read_key(&junk).unwrap_err();
-        assert!(e.contains("junk.pem") && e.contains("no private key"), "{e}");
+        assert!(
+            e.contains("junk.pem") && e.contains("no private key"),
+            "{e}"
+        );
         // A certificate where the key should be is no key either.
         let (cert, _) = self_signed();
         let e = read_key(&write(dir.path(), "cert-as-key.pem", &cert)).unwrap_err();

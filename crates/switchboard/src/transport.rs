@@ -448,7 +448,13 @@ async fn accept_and_run(
     }
 }
 
-fn handshake_failed(inner: &Inner, id: ConnId, peer: SocketAddr, side: &'static str, error: &io::Error) {
+fn handshake_failed(
+    inner: &Inner,
+    id: ConnId,
+    peer: SocketAddr,
+    side: &'static str,
+    error: &io::Error,
+) {
     inner.forget(id);
     metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES, "side" => side).increment(1);
     if let Some(suppressed) = inner.handshake_warnings.admit() {

@@ -64,7 +64,9 @@ impl Ca {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -232,7 +234,9 @@ fn baresip(d: &TlsDaemon, files: &CertFiles, ip: &str, user: &str) -> Baresip {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("start baresip ({e}): apt-get install -y baresip-core (scripts/test.sh does this)")
+            panic!(
+                "start baresip ({e}): apt-get install -y baresip-core (scripts/test.sh does this)"
+            )
         });
     Baresip {
         child,
@@ -368,13 +372,22 @@ fn tls_phone_registers_with_digest_and_calls_a_subcenter_on_udp() {
     // The registration is kept as a TLS binding.
     assert!(
         wait_for(Duration::from_secs(3), || {
-            std::fs::read_to_string(d.d.dir.path().join("registrations.tsv"))
-                .is_ok_and(|t| t.lines().any(|l| l.starts_with("8003\t") && l.contains("\ttls\t")))
+            std::fs::read_to_string(d.d.dir.path().join("registrations.tsv")).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.starts_with("8003\t") && l.contains("\ttls\t"))
+            })
         }),
         "no TLS binding in the registration file"
     );
     // The tax sub-center answers, then hangs up: its BYE must reach the phone over TLS.
-    let sub = uas("sub-center 12366", "uas_hangup.xml", "12366", "127.0.2.1", sub_port, 1);
+    let sub = uas(
+        "sub-center 12366",
+        "uas_hangup.xml",
+        "12366",
+        "127.0.2.1",
+        sub_port,
+        1,
+    );
     b.command("dial", &format!("sip:12366@127.0.0.1:{}", d.tls_port));
     let (ok, diag) = sub.finish(LIMIT);
     let trace = b.trace();
@@ -406,16 +419,21 @@ fn tls_phone_registers_with_digest_and_calls_a_subcenter_on_udp() {
         tail(&trace, 120)
     );
     let phone_end = &register[0].0;
-    assert!(invites.iter().all(|(from, _)| from == phone_end), "{invites:?} vs {phone_end}");
-    assert_eq!(&bye_in[0].1, phone_end, "the BYE came on another connection");
-    assert!(trace.contains("SIP/2.0 407"), "the INVITE was not challenged");
+    assert!(
+        invites.iter().all(|(from, _)| from == phone_end),
+        "{invites:?} vs {phone_end}"
+    );
+    assert_eq!(
+        &bye_in[0].1, phone_end,
+        "the BYE came on another connection"
+    );
+    assert!(
+        trace.contains("SIP/2.0 407"),
+        "the INVITE was not challenged"
+    );
     let cdr = answered_cdr(&d.d, "12366");
     assert_eq!(cdr["caller"], "8003", "{cdr}");
-    assert_eq!(
-        cdr["target"],
-        format!("sip:127.0.2.1:{sub_port}"),
-        "{cdr}"
-    );
+    assert_eq!(cdr["target"], format!("sip:127.0.2.1:{sub_port}"), "{cdr}");
 }
 
 #[test]
@@ -425,7 +443,14 @@ fn trunk_call_reaches_a_tls_phone_over_its_own_connection() {
     let d = TlsDaemon::start(&files, Settings::default());
     // 8001 answers Xining's 12345 queue; the demo trunk is Xining's.
     let b = registered_baresip(&d, &files, "127.0.0.52", "8001");
-    let caller = uac(&d.d, "trunk caller", "uac.xml", "12345", "127.0.0.2", &["-d", "500"]);
+    let caller = uac(
+        &d.d,
+        "trunk caller",
+        "uac.xml",
+        "12345",
+        "127.0.0.2",
+        &["-d", "500"],
+    );
     let (ok, diag) = caller.finish(LIMIT);
     let trace = b.trace();
     assert!(
@@ -540,7 +565,11 @@ fn linphonec_verifies_our_certificate_and_registers_over_tls() {
         d.d.log(),
         tail(&lp_log, 60)
     );
-    assert!(lp_log.contains("SSL handshake finished"), "{}", tail(&lp_log, 60));
+    assert!(
+        lp_log.contains("SSL handshake finished"),
+        "{}",
+        tail(&lp_log, 60)
+    );
 
     // Trusting another CA only: linphonec refuses our certificate and never registers.
     let other = tempfile::tempdir().unwrap();
@@ -561,8 +590,11 @@ fn linphonec_verifies_our_certificate_and_registers_over_tls() {
     // The daemon saw that handshake fail (the client's alert) and counted it.
     let scrape = scrape(&d.d);
     assert!(
-        sample(&scrape, "switchboard_tls_handshake_failures_total{side=\"accept\"}")
-            .is_some_and(|n| n >= 1.0),
+        sample(
+            &scrape,
+            "switchboard_tls_handshake_failures_total{side=\"accept\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
         "{scrape}"
     );
 }
@@ -635,14 +667,19 @@ fn sighup_serves_a_new_certificate_to_new_handshakes_and_keeps_it_when_the_next_
     let cfg = client_config(&ca);
 
     let (mut old_conn, presented) = connect(d.tls_addr(), &cfg);
-    assert!(presented == first.der, "the first certificate is in service");
+    assert!(
+        presented == first.der,
+        "the first certificate is in service"
+    );
     assert_eq!(options_over(&mut old_conn, "c1"), "SIP/2.0 200 OK");
 
     // A renewed certificate and key, then SIGHUP: the next handshake presents it.
     let second = ca.leaf("second");
     files.install(&second);
     d.d.signal("HUP");
-    let swapped = wait_for(Duration::from_secs(5), || connect(d.tls_addr(), &cfg).1 == second.der);
+    let swapped = wait_for(Duration::from_secs(5), || {
+        connect(d.tls_addr(), &cfg).1 == second.der
+    });
     assert!(swapped, "still the old certificate\n{}", d.d.log());
     assert!(
         d.d.log().contains("reload: TLS certificate in service"),
@@ -654,7 +691,11 @@ fn sighup_serves_a_new_certificate_to_new_handshakes_and_keeps_it_when_the_next_
 
     // A broken certificate file: the reload is refused, naming the file, and the second
     // certificate stays in service.
-    std::fs::write(files.cert(), "-----BEGIN CERTIFICATE-----\nnot base64 at all\n").unwrap();
+    std::fs::write(
+        files.cert(),
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n",
+    )
+    .unwrap();
     d.d.signal("HUP");
     let cert_name = files.cert().display().to_string();
     let refused = wait_for(Duration::from_secs(5), || {
@@ -672,17 +713,21 @@ fn sighup_serves_a_new_certificate_to_new_handshakes_and_keeps_it_when_the_next_
     let before = d.d.log().matches("reload refused").count();
     d.d.signal("HUP");
     assert!(
-        wait_for(Duration::from_secs(5), || d.d.log().matches("reload refused").count() > before),
+        wait_for(Duration::from_secs(5), || d
+            .d
+            .log()
+            .matches("reload refused")
+            .count()
+            > before),
         "{}",
         d.d.log()
     );
-    assert!(
-        d.d.log().contains("do not go together"),
-        "{}",
-        d.d.log()
-    );
+    assert!(d.d.log().contains("do not go together"), "{}", d.d.log());
     let (mut conn, presented) = connect(d.tls_addr(), &cfg);
-    assert!(presented == second.der, "a refused reload changed the certificate");
+    assert!(
+        presented == second.der,
+        "a refused reload changed the certificate"
+    );
     assert_eq!(options_over(&mut conn, "c3"), "SIP/2.0 200 OK");
 }
 
@@ -728,7 +773,10 @@ fn plain_sip_and_junk_on_the_tls_port_are_closed_and_the_daemon_keeps_serving() 
     plain
         .write_all(options(&d.d.target(), me, "plain").as_bytes())
         .unwrap();
-    assert!(closed_within(&mut plain, Duration::from_secs(2)), "plain SIP left open");
+    assert!(
+        closed_within(&mut plain, Duration::from_secs(2)),
+        "plain SIP left open"
+    );
 
     // 40 connections of random bytes, one after another, bounded in count and time.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -743,15 +791,24 @@ fn plain_sip_and_junk_on_the_tls_port_are_closed_and_the_daemon_keeps_serving() 
             })
             .collect();
         let _ = junk.write_all(&bytes);
-        assert!(closed_within(&mut junk, Duration::from_secs(2)), "junk connection {i} left open");
+        assert!(
+            closed_within(&mut junk, Duration::from_secs(2)),
+            "junk connection {i} left open"
+        );
     }
 
     // A client that connects and says nothing holds its slot only until the handshake deadline.
     let mut silent = TcpStream::connect(d.tls_addr()).unwrap();
     let t = Instant::now();
-    assert!(closed_within(&mut silent, Duration::from_secs(4)), "a silent connection stays");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(4)),
+        "a silent connection stays"
+    );
     let held = t.elapsed();
-    assert!(held >= Duration::from_millis(900), "closed before the deadline: {held:?}");
+    assert!(
+        held >= Duration::from_millis(900),
+        "closed before the deadline: {held:?}"
+    );
 
     // The daemon answers over TLS and UDP as before, and counted every failed handshake.
     let (mut tls, presented) = connect(d.tls_addr(), &client_config(&ca));
@@ -759,7 +816,10 @@ fn plain_sip_and_junk_on_the_tls_port_are_closed_and_the_daemon_keeps_serving() 
     assert_eq!(options_over(&mut tls, "after"), "SIP/2.0 200 OK");
     assert!(d.d.answers_within(Duration::from_secs(2)));
     let scrape = scrape(&d.d);
-    let failed = sample(&scrape, "switchboard_tls_handshake_failures_total{side=\"accept\"}");
+    let failed = sample(
+        &scrape,
+        "switchboard_tls_handshake_failures_total{side=\"accept\"}",
+    );
     assert!(failed.is_some_and(|n| n >= 42.0), "{failed:?}\n{scrape}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
@@ -856,7 +916,10 @@ fn check_validates_the_tls_section_and_names_the_file_at_fault() {
         vec![listener.clone(), section("tls/junk.pem", "tls/key.pem")],
     );
     let (ok, out) = check(&config);
-    assert!(!ok && out.contains("junk.pem") && out.contains("no certificate"), "{out}");
+    assert!(
+        !ok && out.contains("junk.pem") && out.contains("no certificate"),
+        "{out}"
+    );
 
     // A TLS listener without [tls].
     let config = check_folder(dir.path(), vec![listener]);
@@ -870,7 +933,9 @@ fn check_validates_the_tls_section_and_names_the_file_at_fault() {
 mod outbound {
     use super::*;
     use bytes::Bytes;
-    use switchboard::tls::{client_config, read_certs, read_key, server_config, TlsHandle, TlsMaterial};
+    use switchboard::tls::{
+        client_config, read_certs, read_key, server_config, TlsHandle, TlsMaterial,
+    };
     use switchboard::transport::{Inbound, SendError, TcpLimits, TcpTransport, Transport};
     use tokio::sync::mpsc;
 
@@ -931,7 +996,10 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
             .await
             .expect("the reply in time")
             .unwrap();
-        assert_eq!((back.transport, back.bytes), (Transport::Tls, message("back")));
+        assert_eq!(
+            (back.transport, back.bytes),
+            (Transport::Tls, message("back"))
+        );
         assert_eq!(sb.connection_count(), 1);
 
         // Trusting another CA only: the handshake fails and nothing is delivered.
@@ -950,7 +1018,11 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         while wary.connection_count() > 0 && tokio::time::Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(wary.connection_count(), 0, "the failed connection holds its slot");
+        assert_eq!(
+            wary.connection_count(),
+            0,
+            "the failed connection holds its slot"
+        );
 
         // No ca_file: no connection is opened at all.
         let (plain, _rx) = transport(material(&ours, None)).await;
