@@ -141,22 +141,6 @@ pub struct Switch {
     media: Option<early_media::EarlyMedia>,
     /// Emergency calls connected, failed and failed over, for the admin API and the wallboard.
     emergency_tally: crate::admin::EmergencyTally,
-    /// Phones registered over TCP or TLS, by the address in their Contact: see [`Flow`].
-    flows: HashMap<(Transport, SocketAddr), Flow>,
-}
-
-/// The connection a phone registered over, found by its Contact address.
-///
-/// A phone on a stream transport connects from an ephemeral port but puts its listening port in its
-/// Contact, and in-dialog requests to it (the ACK of its 200, a BYE) are sent to that Contact. Sending
-/// them over the registration's connection reaches the phone where a new connection would not (behind
-/// NAT, or a TLS phone with no server certificate): the connection reuse of RFC 5626 flows, without
-/// needing the phone to support outbound. Only used while the binding it came from still holds that
-/// connection.
-#[derive(Debug, Clone)]
-struct Flow {
-    conn: sip_core::message::ConnId,
-    user: Box<str>,
 }
 
 /// Counters the shell turns into metrics and logs.
@@ -282,7 +266,6 @@ impl Switch {
             overload_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             media: None,
             emergency_tally: crate::admin::EmergencyTally::default(),
-            flows: HashMap::new(),
         }
     }
 
@@ -421,12 +404,7 @@ impl Switch {
     fn pump(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         while let Some(o) = self.proxy.poll_output() {
             match o {
-                Output::Transmit(mut t) => {
-                    if t.peer.conn.is_none() && t.peer.transport.is_reliable() {
-                        self.attach_flow(now, &mut t.peer);
-                    }
-                    out.push(t)
-                }
+                Output::Transmit(t) => out.push(t),
                 Output::Event(e) => self.on_event(now, *e),
             }
         }
@@ -591,7 +569,6 @@ impl Switch {
         let result = self.registrar.handle_register(now, req.rsip(), &user, info);
         if result.error.is_none() {
             self.registrations_dirty = true;
-            self.note_flows(now, &user, source);
             if result.bindings_before == 0 && result.bindings_after > 0 {
                 info!(user = %user, source = %source.addr, "agent registered");
                 self.agent_presence(now, &user, true);
@@ -1018,57 +995,6 @@ impl Switch {
             steps.extend(self.agents_of(plan.center(province).queue.as_str()));
         }
         steps
-    }
-
-    /// Remember the connection a REGISTER came over for each Contact it bound (see [`Flow`]).
-    fn note_flows(&mut self, now: Instant, user: &str, source: Peer) {
-        let Some(conn) = source.conn.filter(|_| source.transport.is_reliable()) else {
-            return;
-        };
-        for b in self.registrar.lookup(user, now) {
-            if b.conn_id != Some(conn) {
-                continue;
-            }
-            if let Some(addr) = RouteUri::parse(&b.contact_uri).and_then(|u| u.peer()) {
-                let flow = Flow {
-                    conn,
-                    user: user.into(),
-                };
-                self.flows.insert((b.transport, addr.addr), flow);
-            }
-        }
-    }
-
-    /// A request for a phone's Contact with no connection named: the phone's registration
-    /// connection, if its binding still holds one.
-    fn attach_flow(&mut self, now: Instant, peer: &mut Peer) {
-        let key = (peer.transport, peer.addr);
-        let Some(flow) = self.flows.get(&key) else {
-            return;
-        };
-        if self
-            .registrar
-            .lookup(&flow.user, now)
-            .any(|b| b.conn_id == Some(flow.conn))
-        {
-            peer.conn = Some(flow.conn);
-        } else {
-            self.flows.remove(&key);
-        }
-    }
-
-    /// Forget flows whose binding is gone or moved to another connection (called once a second), so
-    /// the table never holds more than the live stream registrations.
-    pub fn sweep_flows(&mut self, now: Instant) {
-        if self.flows.is_empty() {
-            return;
-        }
-        let registrar = &self.registrar;
-        self.flows.retain(|_, f| {
-            registrar
-                .lookup(&f.user, now)
-                .any(|b| b.conn_id == Some(f.conn))
-        });
     }
 
     /// Registered contacts of an agent, as proxy targets.

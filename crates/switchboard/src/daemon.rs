@@ -420,7 +420,6 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             }
             _ = stats_tick.tick() => {
                 sw.publish_metrics(clock.now());
-                sw.sweep_flows(clock.now());
                 sw.persist_agent_states(clock.now());
                 snap_tx.send_replace(Arc::new(sw.admin_snapshot(clock.now(), unix_now_ms())));
             }
