@@ -82,8 +82,9 @@ pub struct TcpLimits {
     pub idle_timeout: Duration,
     /// A peer that sends half a message and stalls is closed this long after the message began, even
     /// if it keeps trickling bytes: otherwise a peer could hold a slot by sending a byte a second.
+    /// On a TLS listener, an accepted connection's handshake must also finish within this time.
     pub partial_message_timeout: Duration,
-    /// Bound on opening a connection for `send`.
+    /// Bound on opening a connection for `send` (TCP connect, then the TLS handshake, each).
     pub connect_timeout: Duration,
     /// Messages waiting to be written on one connection; `send` fails with [`SendError::QueueFull`]
     /// beyond this, which is the caller's signal to shed load.
