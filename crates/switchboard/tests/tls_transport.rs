@@ -331,6 +331,10 @@ fn registered_baresip(d: &TlsDaemon, files: &CertFiles, ip: &str, user: &str) ->
         d.d.log(),
         tail(&b.trace(), 80)
     );
+    // baresip's output goes to a file: give its last lines a moment to land.
+    wait_for(Duration::from_secs(3), || {
+        b.trace().contains("{0/TLS/v4} 200 OK")
+    });
     let trace = b.trace();
     // The 401 challenge, then the 200, both over TLS; baresip reports the binding as TLS.
     assert!(
@@ -390,6 +394,9 @@ fn tls_phone_registers_with_digest_and_calls_a_subcenter_on_udp() {
     );
     b.command("dial", &format!("sip:12366@127.0.0.1:{}", d.tls_port));
     let (ok, diag) = sub.finish(LIMIT);
+    wait_for(Duration::from_secs(3), || {
+        legs(&b.trace(), "BYE sip:8003-").len() == 1
+    });
     let trace = b.trace();
     assert!(
         ok,
@@ -455,6 +462,9 @@ fn trunk_call_reaches_a_tls_phone_over_its_own_connection() {
         &["-d", "500"],
     );
     let (ok, diag) = caller.finish(LIMIT);
+    wait_for(Duration::from_secs(3), || {
+        legs(&b.trace(), "BYE sip:8001-").len() == 1
+    });
     let trace = b.trace();
     assert!(
         ok,
