@@ -61,13 +61,18 @@ pub struct Config {
     /// Classes of service: what agents may dial (toll fraud). Agents without `class` get `default`.
     #[serde(default)]
     pub classes: Vec<crate::security::ClassConfig>,
+    /// SIP over TLS: the certificate and key the `transport = "tls"` listeners present
+    /// (`crate::tls::TlsConfig`). Needed when a listener is TLS; re-read on SIGHUP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// SIP transport settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
-    /// Listening sockets, e.g. `{ transport = "udp", addr = "127.0.0.1:5060" }`.
+    /// Listening sockets, e.g. `{ transport = "udp", addr = "127.0.0.1:5060" }`; TLS (`sips:`) is
+    /// `{ transport = "tls", addr = "0.0.0.0:5061" }` with a `[tls]` section.
     pub listen: Vec<Spanned<ListenConfig>>,
     /// Extra host names that mean this switchboard in Route headers and Request-URIs.
     #[serde(default)]
@@ -76,13 +81,14 @@ pub struct SipConfig {
     /// the connection.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Most simultaneous TCP connections.
+    /// Most simultaneous TCP connections (each TLS listener has the same limit of its own).
     #[serde(default = "default_tcp_max_connections")]
     pub tcp_max_connections: usize,
     /// A TCP connection with no traffic for this long is closed.
     #[serde(default = "default_tcp_idle_timeout_s")]
     pub tcp_idle_timeout_s: u64,
-    /// A TCP peer that starts a message and does not finish it within this time is disconnected.
+    /// A TCP peer that starts a message and does not finish it within this time is disconnected; a
+    /// TLS handshake must finish within it too.
     #[serde(default = "default_tcp_partial_timeout_s")]
     pub tcp_partial_timeout_s: u64,
     /// Secret (hex, 64 digits) that signs Record-Route entries. Random at each start when absent; set
@@ -95,7 +101,7 @@ pub struct SipConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls`.
     pub transport: TransportName,
     /// Address and port, IPv4 or `[IPv6]:port`.
     pub addr: SocketAddr,
@@ -107,6 +113,8 @@ pub struct ListenConfig {
 pub enum TransportName {
     Udp,
     Tcp,
+    /// TLS over TCP (`SIP/2.0/TLS`, `sips:`); the certificate comes from `[tls]`.
+    Tls,
 }
 
 /// RFC 3261 timers (Kamailio calls B/F `fr_timer` and C `fr_inv_timer`).
@@ -476,6 +484,19 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
             "sip.listen: at least one listener is needed".into(),
         ));
     }
+    if config.tls.is_none() {
+        for l in &config.sip.listen {
+            if l.get_ref().transport == TransportName::Tls {
+                problems.push(at(
+                    l.span(),
+                    format!(
+                        "sip.listen: the TLS listener {} needs a [tls] section with cert_file and key_file",
+                        l.get_ref().addr
+                    ),
+                ));
+            }
+        }
+    }
     let t = &config.timers;
     if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
         problems.push(at(
@@ -695,6 +716,28 @@ state_file = "x"
         assert!(e.to_string().starts_with("t.toml:10:1: "), "{e}");
         let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\n");
         assert!(parse_str(Path::new("t.toml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn a_tls_listener_needs_a_tls_section() {
+        let text = MIN.replace(
+            "listen = [{ transport = \"udp\", addr = \"127.0.0.1:5060\" }]",
+            "listen = [{ transport = \"udp\", addr = \"127.0.0.1:5060\" },\n  { transport = \"tls\", addr = \"127.0.0.1:5061\" }]",
+        );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].col), (4, 3), "{e}");
+        assert!(e.0[0].message.contains("[tls]"), "{e}");
+        let with = format!("{text}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n");
+        let l = parse_str(Path::new("t.toml"), &with).unwrap();
+        assert_eq!(
+            l.config.sip.listen[1].get_ref().transport,
+            TransportName::Tls
+        );
+        let tls = l.config.tls.expect("[tls]");
+        assert!(!tls.verify_clients && tls.ca_file.is_none());
+        let typo = format!("{with}cert_fil = \"x\"\n");
+        assert!(parse_str(Path::new("t.toml"), &typo).is_err());
     }
 
     #[test]

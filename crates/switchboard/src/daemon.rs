@@ -283,6 +283,16 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
     let (etx, mut erx) = mpsc::channel::<Inbound>(EMERGENCY_QUEUE);
     let mut udp: Vec<Arc<UdpSocket>> = Vec::new();
     let mut tcp: Vec<TcpTransport> = Vec::new();
+    let mut tls: Vec<TcpTransport> = Vec::new();
+    // One handle for every TLS listener: a reload swaps the certificate in it for all of them.
+    let tls_handle = setup.tls.clone().map(crate::tls::TlsHandle::new);
+    let stream_limits = TcpLimits {
+        max_connections: c.sip.tcp_max_connections,
+        max_message_bytes: c.sip.max_message_bytes,
+        idle_timeout: Duration::from_secs(c.sip.tcp_idle_timeout_s),
+        partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
+        ..TcpLimits::default()
+    };
     for l in &c.sip.listen {
         let l = l.get_ref();
         match l.transport {
@@ -302,20 +312,33 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                 udp.push(sock);
             }
             TransportName::Tcp => {
-                let limits = TcpLimits {
-                    max_connections: c.sip.tcp_max_connections,
-                    max_message_bytes: c.sip.max_message_bytes,
-                    idle_timeout: Duration::from_secs(c.sip.tcp_idle_timeout_s),
-                    partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
-                    ..TcpLimits::default()
-                };
                 let t = aux
-                    .spawn(TcpTransport::bind(l.addr, limits, tx.clone()))
+                    .spawn(TcpTransport::bind(l.addr, stream_limits.clone(), tx.clone()))
                     .await
                     .context("TCP bind task")?
                     .with_context(|| format!("binding TCP {}", l.addr))?;
                 info!(addr = %l.addr, "listening on TCP");
                 tcp.push(t);
+            }
+            TransportName::Tls => {
+                // The config check makes a TLS listener come with a [tls] section.
+                let handle = tls_handle
+                    .clone()
+                    .context("a TLS listener without a [tls] section")?;
+                let material = handle.current();
+                let t = aux
+                    .spawn(TcpTransport::bind_tls(l.addr, stream_limits.clone(), handle, tx.clone()))
+                    .await
+                    .context("TLS bind task")?
+                    .with_context(|| format!("binding TLS {}", l.addr))?;
+                info!(
+                    addr = %l.addr,
+                    cert = %material.cert_file.display(),
+                    sha256 = %material.fingerprint,
+                    outbound = material.client.is_some(),
+                    "listening on TLS"
+                );
+                tls.push(t);
             }
         }
     }
@@ -338,7 +361,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut drained_at: Option<tokio::time::Instant> = None;
     let mut next_persist = tokio::time::Instant::now();
-    let sender = Sender { udp, tcp };
+    let sender = Sender { udp, tcp, tls };
 
     let mut ha_tick = tokio::time::interval(Duration::from_millis(
         c.ha.as_ref().map_or(1000, |h| h.heartbeat_ms.max(50)),
@@ -431,10 +454,16 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
             }
             Some(result) = reload_rx.recv() => match result {
                 Ok(new) => {
-                    if new.loaded.config.sip.listen.iter().map(|l| l.get_ref().addr).ne(c.sip.listen.iter().map(|l| l.get_ref().addr)) {
+                    if new.loaded.config.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr)).ne(c.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr))) {
                         warn!("reload: listener changes need a restart; the listeners stay as they are");
                     }
                     sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
+                    // New handshakes present the reloaded certificate; connections up keep theirs.
+                    if let (Some(h), Some(m)) = (&tls_handle, new.tls.clone()) {
+                        let (cert, sha256) = (m.cert_file.display().to_string(), m.fingerprint.clone());
+                        h.replace(m);
+                        info!(%cert, %sha256, "reload: TLS certificate in service for new connections");
+                    }
                     if new.seats.is_some() {
                         info!("reload: the seat manager keeps its running queues, agents and rosters (restart to change them)");
                     }
@@ -616,6 +645,7 @@ impl Clock {
 struct Sender {
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpTransport>,
+    tls: Vec<TcpTransport>,
 }
 
 impl Sender {
@@ -635,16 +665,20 @@ impl Sender {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let Some(tcp) = self
-                    .tcp
-                    .iter()
-                    .find(|x| x.local_addr().is_ipv4() == t.peer.addr.is_ipv4())
+                let streams = if t.peer.transport == Transport::Tls {
+                    &self.tls
+                } else {
+                    &self.tcp
+                };
+                let family = t.peer.addr.is_ipv4();
+                let Some(stream) = streams.iter().find(|x| x.local_addr().is_ipv4() == family)
                 else {
-                    warn!(dest = %t.peer.addr, "no TCP listener for this address family");
+                    let transport = t.peer.transport.as_token();
+                    warn!(dest = %t.peer.addr, transport, "no listener of this transport for this address family");
                     return;
                 };
-                if let Err(e) = tcp.send(t.peer.conn, t.peer.addr, t.bytes) {
-                    debug!(dest = %t.peer.addr, %e, "TCP send failed");
+                if let Err(e) = stream.send(t.peer.conn, t.peer.addr, t.bytes) {
+                    debug!(dest = %t.peer.addr, %e, "stream send failed");
                 }
             }
         }

@@ -23,6 +23,8 @@ pub struct Setup {
     pub seats: Option<seat_manager::SeatConfig>,
     /// Early media (`[media]`): the validated settings and the prompts, read once here.
     pub media: Option<(crate::media_task::MediaSettings, Arc<media::Prompts>)>,
+    /// SIP over TLS (`[tls]`): the certificate and key read from their files and checked.
+    pub tls: Option<crate::tls::TlsMaterial>,
 }
 
 /// Every problem found, one `file:line:col: message` per line.
@@ -139,6 +141,7 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
         None => None,
     };
     let media = crate::media_task::load(&loaded, &text, &plan, &mut problems);
+    let tls = crate::tls::load(&loaded, &text, &mut problems);
     if problems.is_empty() {
         Ok(Setup {
             loaded,
@@ -146,6 +149,7 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
             bridge,
             seats,
             media,
+            tls,
         })
     } else {
         Err(SetupErrors(problems))
