@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing what the tests need first (SIPp from Debian's sip-tester,
-# linphonec from linphone-cli for the SHA-256 digest test, PostgreSQL for the store's second
-# backend and the HA pair: tests start their own servers on 127.0.0.1).
-# linphonec from linphone-cli for the SHA-256 digest test, chromium and nodejs for the wallboard).
+# linphonec from linphone-cli for the SHA-256 digest and TLS tests, baresip from baresip-core for the
+# TLS tests, PostgreSQL for the store's second backend and the HA pair: tests start their own servers
+# on 127.0.0.1, chromium and nodejs for the wallboard).
 # Usage: scripts/test.sh   (as root, or with sipp and linphonec already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 PKGS=()
 command -v sipp >/dev/null 2>&1 || PKGS+=(sip-tester)
 command -v linphonec >/dev/null 2>&1 || PKGS+=(linphone-cli)
+# baresip: the TLS tests' softphone (Debian's SIPp is built without TLS). The core package: the
+# `baresip` metapackage only adds GUI and video modules through its Recommends.
+command -v baresip >/dev/null 2>&1 || PKGS+=(baresip-core)
 # PostgreSQL server binaries: the store and HA tests start their own throwaway servers on loopback.
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || PKGS+=(postgresql)
 # The wallboard test: headless Chromium, driven by a dependency-free Node script.

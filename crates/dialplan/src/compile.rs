@@ -804,9 +804,13 @@ queue = "q-xining"
         assert_eq!(
             sub(
                 "[\"sip:127.0.2.1:5060\", \"sips:sub.example;transport=tls\"]",
-                "https://h/wo"
+                "http://h/wo"
             ),
             Vec::<String>::new()
+        );
+        assert_eq!(
+            sub("[\"sip:h\"]", "https://h/wo"),
+            ["t.toml:23:17: `https://h/wo` is not a work-order URL: the scheme must be http:// (the outbox has no TLS client)"]
         );
         assert_eq!(
             sub("[]", "http://h"),

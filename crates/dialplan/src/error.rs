@@ -241,7 +241,7 @@ pub enum ProblemKind {
         /// The target.
         uri: String,
     },
-    /// A work-order endpoint that is not an HTTP(S) URL.
+    /// A work-order endpoint that is not an `http://` URL.
     #[error("`{url}` is not a work-order URL: {problem}")]
     BadUrl {
         /// What was written.

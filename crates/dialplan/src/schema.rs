@@ -109,8 +109,9 @@ pub struct Line {
     /// subcenter only, required: the sub-center's SIP targets (`"sip:host:port"`, optionally with
     /// `;transport=udp|tcp|tls`), tried in order. The dialed number is kept as the user part.
     pub trunk: Option<Spanned<Vec<Spanned<String>>>>,
-    /// subcenter only, required: the sub-center's HTTP(S) endpoint that takes work orders, both for
-    /// transfers from 12345 agents and for the callback opened when every trunk target fails.
+    /// subcenter only, required: the sub-center's HTTP endpoint (`http://host[:port][/path]`) that
+    /// takes this line's work orders, both for calls it took and for the callback opened when every
+    /// trunk target failed. The daemon's outbox POSTs them there as JSON with an `Idempotency-Key`.
     pub workorder_url: Option<Spanned<String>>,
 }
 

@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 /// What is wrong with a SIP target or a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UriProblem {
-    /// Not `sip:`/`sips:` (targets) or `http://`/`https://` (URLs).
+    /// Not `sip:`/`sips:` (targets) or `http://` (work-order URLs).
     #[error("the scheme must be {expected}")]
     Scheme {
         /// The schemes allowed here.
@@ -150,13 +150,13 @@ pub fn parse_sip_target(s: &str) -> Result<SipTarget, UriProblem> {
     })
 }
 
-/// Checks a work-order endpoint: `http://` or `https://`, a host, an optional port and path.
+/// Checks a work-order endpoint: `http://`, a host, an optional port and path. Not `https://`:
+/// the daemon's outbox, which POSTs to it, has no TLS client (put a TLS proxy on the sub-center's
+/// network if the link needs one).
 pub fn check_http_url(s: &str) -> Result<(), UriProblem> {
-    let rest = strip_prefix_ci(s, "https://")
-        .or_else(|| strip_prefix_ci(s, "http://"))
-        .ok_or(UriProblem::Scheme {
-            expected: "http:// or https://",
-        })?;
+    let rest = strip_prefix_ci(s, "http://").ok_or(UriProblem::Scheme {
+        expected: "http:// (the outbox has no TLS client)",
+    })?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     if authority.contains('@') {
@@ -228,13 +228,15 @@ mod tests {
     #[test]
     fn http_urls() {
         assert_eq!(check_http_url("http://127.0.2.1:8080/workorders"), Ok(()));
-        assert_eq!(check_http_url("https://wo.example.gov.cn"), Ok(()));
-        assert_eq!(
-            check_http_url("ftp://x"),
-            Err(UriProblem::Scheme {
-                expected: "http:// or https://"
-            })
-        );
+        assert_eq!(check_http_url("HTTP://wo.example.gov.cn"), Ok(()));
+        for bad in ["ftp://x", "https://wo.example.gov.cn"] {
+            assert_eq!(
+                check_http_url(bad),
+                Err(UriProblem::Scheme {
+                    expected: "http:// (the outbox has no TLS client)"
+                })
+            );
+        }
         assert_eq!(check_http_url("http:///path"), Err(UriProblem::Host));
         assert_eq!(check_http_url("http://u:p@h/"), Err(UriProblem::UserPart));
         assert_eq!(check_http_url("http://h:99999/"), Err(UriProblem::Port));

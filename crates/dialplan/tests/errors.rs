@@ -29,7 +29,7 @@ fn broken_file_reports_every_problem_with_its_position() {
         "44:10: number `12345` is the hotline number",
         "46:8: mode `teleport` is not one of merge, dual, subcenter",
         "54:9: a subcenter trunk needs at least one SIP target",
-        "55:17: `ftp://x` is not a work-order URL: the scheme must be http:// or https://",
+        "55:17: `ftp://x` is not a work-order URL: the scheme must be http:// (the outbox has no TLS client)",
         "57:1: a subcenter line needs `workorder_url`",
         "62:32: `127.0.2.3` is not a SIP target: the scheme must be sip: or sips:",
         "62:45: `sip:x@127.0.2.4` is not a SIP target: a target has no user part (the dialed number is kept as the user)",

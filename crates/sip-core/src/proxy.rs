@@ -22,8 +22,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::message::{
-    self, parse, response_destination, split_host_port, Message, Method, ParseError, Peer, Request,
-    Response, ResponseBuilder, Transport,
+    self, parse, response_destination, split_host_port, ConnId, Message, Method, ParseError, Peer,
+    Request, Response, ResponseBuilder, Transport,
 };
 use crate::time::Instant;
 use crate::transaction::{
@@ -382,13 +382,21 @@ impl Proxy {
     }
 
     /// A response builder for the request of `id`, with Via, From, To (tagged), Call-ID and CSeq copied.
+    ///
+    /// A 101–299 to an INVITE that we send ourselves (182 Queued, 183 Session Progress) carries our
+    /// To tag and so creates a dialog, early or confirmed, with us as its UAS: RFC 3261 §12.1.1 then
+    /// requires a Contact, which is the listener the INVITE came in on (the transport and address
+    /// family of its source, as for Via and Record-Route).
     pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
         let e = self.servers.get(&id)?;
-        Some(
-            e.request
-                .as_ref()?
-                .response(status, reason, Some(&e.to_tag)),
-        )
+        let req = e.request.as_ref()?;
+        let mut b = req.response(status, reason, Some(&e.to_tag));
+        if req.method() == Method::Invite && (101..300).contains(&status) {
+            if let Some(l) = self.listener_for(e.peer.transport, e.peer.addr) {
+                b.push_header("Contact", contact_value(&l));
+            }
+        }
+        Some(b)
     }
 
     /// Send the request of `id` to `targets` in parallel (§16.5–16.6).
@@ -560,8 +568,8 @@ impl Proxy {
                 self.reply(now, id, 403, "Forbidden (Route not issued by this proxy)");
                 return;
             }
-            RouteResult::InDialog => {
-                let next = next_hop(&req);
+            RouteResult::InDialog(flow) => {
+                let next = next_hop(&req).map(|p| flow.apply(p));
                 match next {
                     Some(peer) => {
                         if let Some(e) = self.servers.get_mut(&id) {
@@ -646,6 +654,8 @@ impl Proxy {
     }
 
     /// §16.4 Route information preprocessing.
+    /// Consumes the Route entries naming us (checking their signatures). For a request along our
+    /// Record-Route, also returns the flow of the last entry consumed: the one facing the next hop.
     fn route_processing(&self, req: &mut Request) -> RouteResult {
         // A strict router before us put our address in the Request-URI: restore the real target.
         let uri = req.uri().to_owned();
@@ -659,6 +669,7 @@ impl Proxy {
             }
         }
         let mut popped_ours = false;
+        let mut flow = Flow::NONE;
         while let Some(top) = req.top_route() {
             let Some(r) = RouteUri::parse(&top) else {
                 break;
@@ -666,14 +677,25 @@ impl Proxy {
             if !self.is_local(&r.host, r.port, r.transport) {
                 break;
             }
-            if r.param("sbrr") != Some(self.rr_token(&req.meta.call_id).as_str()) {
+            let conn = match r.param("sbflow") {
+                None => None,
+                Some(v) => match v.parse::<ConnId>() {
+                    Ok(c) => Some(c),
+                    Err(_) => return RouteResult::BadSignature,
+                },
+            };
+            if r.param("sbrr") != Some(self.rr_token(&req.meta.call_id, conn).as_str()) {
                 return RouteResult::BadSignature;
             }
             req.pop_route();
             popped_ours = true;
+            flow = Flow {
+                transport: r.transport.unwrap_or(Transport::Udp),
+                conn,
+            };
         }
         if popped_ours && req.meta.to_tag.is_some() {
-            RouteResult::InDialog
+            RouteResult::InDialog(flow)
         } else {
             RouteResult::NotOurs
         }
@@ -723,11 +745,13 @@ impl Proxy {
 
     /// The ACK for a 2xx travels end to end; it matches no transaction here.
     fn forward_stateless_ack(&mut self, source: Peer, mut req: Request) {
-        if !matches!(self.route_processing(&mut req), RouteResult::InDialog) {
+        let RouteResult::InDialog(flow) = self.route_processing(&mut req) else {
             // An ACK for a response we did not route, or not for us at all: absorb it.
             return;
-        }
-        let Some(peer) = next_hop(&req) else { return };
+        };
+        let Some(peer) = next_hop(&req).map(|p| flow.apply(p)) else {
+            return;
+        };
         let Some(listener) = self.listener_for(peer.transport, peer.addr) else {
             return;
         };
@@ -766,14 +790,22 @@ impl Proxy {
         req.set_max_forwards(mf);
         if initial && matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
             // Record-Route so in-dialog requests come back through us; two entries when the transport
-            // or the address family changes (RFC 5658 double record-routing).
-            let token = self.rr_token(&req.meta.call_id);
+            // or the address family changes (RFC 5658 double record-routing), or when either side is
+            // a stream connection: each entry then names the connection of its side (`sbflow`), so a
+            // request towards a phone rides the connection the phone opened (RFC 5626 §5.3: a flow
+            // token in Record-Route) rather than a new one to its Contact, which a phone behind NAT
+            // or without a TLS certificate could not accept.
+            let flow_in = inbound.conn.filter(|_| inbound.transport.is_reliable());
+            let flow_out = peer.conn.filter(|_| peer.transport.is_reliable());
+            let call_id = req.meta.call_id.clone();
             if let Some(l_in) = self.listener_for(inbound.transport, inbound.addr) {
-                if l_in != listener {
-                    req.prepend_header("Record-Route", rr_value(&l_in, &token));
+                if l_in != listener || flow_in.is_some() || flow_out.is_some() {
+                    let token = self.rr_token(&call_id, flow_in);
+                    req.prepend_header("Record-Route", rr_value(&l_in, &token, flow_in));
                 }
             }
-            req.prepend_header("Record-Route", rr_value(&listener, &token));
+            let token = self.rr_token(&call_id, flow_out);
+            req.prepend_header("Record-Route", rr_value(&listener, &token, flow_out));
         }
         let cid = ClientId(self.alloc());
         let branch = format!(
@@ -1381,10 +1413,16 @@ impl Proxy {
         format!("sb{:x}{:x}", self.salt & 0xffff_ffff, n).into()
     }
 
-    fn rr_token(&self, call_id: &str) -> String {
+    /// The signature of a Record-Route entry: over the Call-ID and, for an entry naming a
+    /// connection, that connection (so nobody can point a dialog at another phone's connection).
+    fn rr_token(&self, call_id: &str, flow: Option<ConnId>) -> String {
         let mut h = Sha256::new();
         h.update(self.cfg.rr_secret);
         h.update(call_id.as_bytes());
+        if let Some(conn) = flow {
+            h.update(b"\0flow");
+            h.update(conn.to_le_bytes());
+        }
         hex::encode(&h.finalize()[..6])
     }
 
@@ -1426,8 +1464,30 @@ impl Proxy {
 
 enum RouteResult {
     NotOurs,
-    InDialog,
+    InDialog(Flow),
     BadSignature,
+}
+
+/// The connection named by the last of our Route entries a request consumed (`sbflow`), if any.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    transport: Transport,
+    conn: Option<ConnId>,
+}
+
+impl Flow {
+    const NONE: Flow = Flow {
+        transport: Transport::Udp,
+        conn: None,
+    };
+
+    /// The next hop, over the flow's connection when it goes out over the flow's transport.
+    fn apply(self, mut peer: Peer) -> Peer {
+        if self.conn.is_some() && peer.transport == self.transport {
+            peer.conn = self.conn;
+        }
+        peer
+    }
 }
 
 fn server_is_final(e: &ServerEntry) -> bool {
@@ -1487,13 +1547,30 @@ fn via_value(l: &Listener, branch: &str) -> String {
     )
 }
 
-fn rr_value(l: &Listener, token: &str) -> String {
+fn rr_value(l: &Listener, token: &str, flow: Option<ConnId>) -> String {
     let t = match l.transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
         Transport::Tls => ";transport=tls",
     };
-    format!("<sip:{}{t};lr;sbrr={token}>", fmt_addr(l.addr))
+    match flow {
+        Some(conn) => format!(
+            "<sip:{}{t};lr;sbrr={token};sbflow={conn}>",
+            fmt_addr(l.addr)
+        ),
+        None => format!("<sip:{}{t};lr;sbrr={token}>", fmt_addr(l.addr)),
+    }
+}
+
+/// Our Contact (RFC 3261 §8.1.1.8) on listener `l`: where requests inside a dialog we hold as
+/// UAS are sent.
+fn contact_value(l: &Listener) -> String {
+    let t = match l.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+    };
+    format!("<sip:{}{t}>", fmt_addr(l.addr))
 }
 
 fn fmt_addr(a: SocketAddr) -> String {
@@ -1763,6 +1840,185 @@ From: <sip:8001@127.0.0.1>;tag=uas\r\nTo: <sip:13800000000@127.0.0.2>;tag=ft\r\n
         assert_eq!(t[0].peer.addr, "127.0.0.5:5070".parse().unwrap());
     }
 
+    /// A proxy listening on UDP and TLS, as the daemon with a TLS listener.
+    fn proxy_with_tls() -> Proxy {
+        let cfg = ProxyConfig {
+            listeners: vec![
+                Listener {
+                    transport: Transport::Udp,
+                    addr: "127.0.0.1:5060".parse().unwrap(),
+                },
+                Listener {
+                    transport: Transport::Tls,
+                    addr: "127.0.0.1:5061".parse().unwrap(),
+                },
+            ],
+            rr_secret: [7; 32],
+            ..ProxyConfig::default()
+        };
+        Proxy::new(cfg, 42)
+    }
+
+    fn tls(a: &str, conn: ConnId) -> Peer {
+        Peer {
+            transport: Transport::Tls,
+            addr: a.parse().unwrap(),
+            conn: Some(conn),
+        }
+    }
+
+    /// The Record-Route values of a message, top first.
+    fn record_routes(msg: &str) -> Vec<String> {
+        msg.lines()
+            .filter_map(|l| l.strip_prefix("Record-Route: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// An in-dialog request of call `call_id` along `routes` (top first) to `uri`.
+    fn in_dialog(method: &str, uri: &str, routes: &[String], via: &str, call_id: &str) -> String {
+        let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: {via}\r\n{route}Max-Forwards: 70\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn requests_towards_a_tls_phone_ride_its_connection_named_in_record_route() {
+        // A TLS phone on connection 5 calls a UDP trunk.
+        let mut p = proxy_with_tls();
+        let now = Instant::ZERO;
+        let phone = "127.0.0.1:40000";
+        let inv = invite("z9hG4bKph1", 70)
+            .replace(
+                "Via: SIP/2.0/UDP 127.0.0.2:5060",
+                "Via: SIP/2.0/TLS 127.0.0.30:41000",
+            )
+            .replace("call-1", "flow-1");
+        p.handle_message(now, tls(phone, 5), inv.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert_eq!(
+            t[0].peer,
+            tls(phone, 5),
+            "100 Trying on the phone's connection"
+        );
+        let [Event::Request { id, .. }] = &e[..] else {
+            panic!("{e:?}")
+        };
+        let target = Target {
+            uri: "sip:12366@127.0.2.1:5060".into(),
+            peer: udp("127.0.2.1:5060"),
+        };
+        p.forward(now, *id, &[target], FailurePolicy::SendBest)
+            .unwrap();
+        let (t, _) = drain(&mut p);
+        let rr = record_routes(text(&t[0]));
+        assert_eq!(rr.len(), 2, "{rr:?}");
+        assert!(rr[0].starts_with("<sip:127.0.0.1:5060;lr;sbrr=") && !rr[0].contains("sbflow"));
+        assert!(
+            rr[1].starts_with("<sip:127.0.0.1:5061;transport=tls;lr;sbrr=")
+                && rr[1].ends_with(";sbflow=5>"),
+            "{rr:?}"
+        );
+        // The trunk hangs up: its BYE goes to the phone's Contact over connection 5.
+        let via = "SIP/2.0/UDP 127.0.2.1:5060;branch=z9hG4bKtb1";
+        let contact = "sip:8001@127.0.0.30:41000;transport=tls";
+        let bye = in_dialog("BYE", contact, &rr, via, "flow-1");
+        p.handle_message(now, udp("127.0.2.1:5060"), bye.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("BYE sip:8001@127.0.0.30:41000"));
+        assert_eq!(t[0].peer, tls("127.0.0.30:41000", 5));
+        assert!(text(&t[0]).contains("Via: SIP/2.0/TLS 127.0.0.1:5061;"));
+
+        // The phone's own in-dialog request goes to the trunk, on no connection of the phone's.
+        let rev: Vec<String> = rr.iter().rev().cloned().collect();
+        let via = "SIP/2.0/TLS 127.0.0.30:41000;branch=z9hG4bKpb1";
+        let bye = in_dialog("BYE", "sip:12366@127.0.2.1:5060", &rev, via, "flow-1");
+        p.handle_message(now, tls(phone, 5), bye.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].peer, udp("127.0.2.1:5060"));
+
+        // The connection is signed with the Call-ID: pointing the entry at another connection,
+        // or moving it to another call, gets 403.
+        let forged: Vec<String> = rr
+            .iter()
+            .map(|r| r.replace("sbflow=5", "sbflow=6"))
+            .collect();
+        let via = "SIP/2.0/UDP 127.0.2.1:5060;branch=z9hG4bKtb2";
+        let bye = in_dialog("BYE", contact, &forged, via, "flow-1");
+        p.handle_message(now, udp("127.0.2.1:5060"), bye.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert!(text(&t[0]).starts_with("SIP/2.0 403"), "{}", text(&t[0]));
+        let via = "SIP/2.0/UDP 127.0.2.1:5060;branch=z9hG4bKtb3";
+        let bye = in_dialog("BYE", contact, &rr, via, "another-call");
+        p.handle_message(now, udp("127.0.2.1:5060"), bye.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert!(text(&t[0]).starts_with("SIP/2.0 403"), "{}", text(&t[0]));
+    }
+
+    #[test]
+    fn a_call_between_two_tls_phones_names_each_side_s_connection() {
+        let mut p = proxy_with_tls();
+        let now = Instant::ZERO;
+        let inv = invite("z9hG4bKab1", 70)
+            .replace(
+                "Via: SIP/2.0/UDP 127.0.0.2:5060",
+                "Via: SIP/2.0/TLS 127.0.0.31:41000",
+            )
+            .replace("call-1", "flow-2");
+        p.handle_message(now, tls("127.0.0.1:40001", 5), inv.as_bytes());
+        let (_, e) = drain(&mut p);
+        let [Event::Request { id, .. }] = &e[..] else {
+            panic!("{e:?}")
+        };
+        let target = Target {
+            uri: "sip:8002@127.0.0.32:42000;transport=tls".into(),
+            peer: tls("127.0.0.32:42000", 9),
+        };
+        p.forward(now, *id, &[target], FailurePolicy::SendBest)
+            .unwrap();
+        let (t, _) = drain(&mut p);
+        assert_eq!(
+            t[0].peer,
+            tls("127.0.0.32:42000", 9),
+            "the INVITE on B's connection"
+        );
+        let rr = record_routes(text(&t[0]));
+        assert_eq!(rr.len(), 2, "one entry per side: {rr:?}");
+        assert!(
+            rr[0].ends_with(";sbflow=9>") && rr[1].ends_with(";sbflow=5>"),
+            "{rr:?}"
+        );
+        // B (the callee) uses the route set as received; its BYE reaches A on connection 5.
+        let via = "SIP/2.0/TLS 127.0.0.32:42000;branch=z9hG4bKbb1";
+        let bye = in_dialog(
+            "BYE",
+            "sip:a@127.0.0.31:41000;transport=tls",
+            &rr,
+            via,
+            "flow-2",
+        );
+        p.handle_message(now, tls("127.0.0.1:40002", 9), bye.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert_eq!(t[0].peer, tls("127.0.0.31:41000", 5));
+        // A (the caller) reverses it; its BYE reaches B on connection 9.
+        let rev: Vec<String> = rr.iter().rev().cloned().collect();
+        let via = "SIP/2.0/TLS 127.0.0.31:41000;branch=z9hG4bKab2";
+        let bye = in_dialog(
+            "BYE",
+            "sip:8002@127.0.0.32:42000;transport=tls",
+            &rev,
+            via,
+            "flow-2",
+        );
+        p.handle_message(now, tls("127.0.0.1:40001", 5), bye.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert_eq!(t[0].peer, tls("127.0.0.32:42000", 9));
+    }
+
     #[test]
     fn forged_route_is_refused() {
         let mut p = proxy();
@@ -2004,6 +2260,95 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         );
         let (t, _) = drain(&mut p);
         assert!(t.iter().any(|t| text(t).starts_with("SIP/2.0 500")));
+    }
+
+    /// Our own 18x creates an early dialog (it carries our To tag): it needs our Contact, on the
+    /// transport the INVITE came over. 100 Trying and final failures do not.
+    #[test]
+    fn own_provisionals_to_an_invite_carry_our_contact() {
+        let mut p = Proxy::new(
+            ProxyConfig {
+                listeners: vec![
+                    Listener {
+                        transport: Transport::Udp,
+                        addr: "127.0.0.1:5060".parse().unwrap(),
+                    },
+                    Listener {
+                        transport: Transport::Tcp,
+                        addr: "127.0.0.1:5062".parse().unwrap(),
+                    },
+                    Listener {
+                        transport: Transport::Udp,
+                        addr: "[::1]:5060".parse().unwrap(),
+                    },
+                ],
+                ..ProxyConfig::default()
+            },
+            1,
+        );
+        let mut ids = Vec::new();
+        let sources = [
+            udp(UP),
+            Peer {
+                transport: Transport::Tcp,
+                addr: UP.parse().unwrap(),
+                conn: None,
+            },
+            udp("[::1]:5090"),
+        ];
+        for (i, src) in sources.into_iter().enumerate() {
+            let msg = invite(&format!("z9hG4bKc{i}"), 70).replace("call-1", &format!("call-c{i}"));
+            let msg = if src.transport == Transport::Tcp {
+                msg.replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+            } else {
+                msg
+            };
+            p.handle_message(Instant::ZERO, src, msg.as_bytes());
+            let (_, e) = drain(&mut p);
+            match &e[..] {
+                [Event::Request { id, .. }] => ids.push(*id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let contact = |p: &Proxy, id, status| {
+            let b = p.response_for(id, status, "x").unwrap();
+            let t = String::from_utf8(b.to_bytes().to_vec()).unwrap();
+            t.lines()
+                .find_map(|l| l.strip_prefix("Contact: ").map(str::to_owned))
+        };
+        assert_eq!(
+            contact(&p, ids[0], 183).as_deref(),
+            Some("<sip:127.0.0.1:5060>")
+        );
+        assert_eq!(
+            contact(&p, ids[0], 182).as_deref(),
+            Some("<sip:127.0.0.1:5060>")
+        );
+        assert_eq!(
+            contact(&p, ids[1], 183).as_deref(),
+            Some("<sip:127.0.0.1:5062;transport=tcp>")
+        );
+        assert_eq!(
+            contact(&p, ids[2], 183).as_deref(),
+            Some("<sip:[::1]:5060>")
+        );
+        assert_eq!(contact(&p, ids[0], 100), None);
+        assert_eq!(contact(&p, ids[0], 480), None);
+        // The 183 as sent: tagged To and the Contact, so the caller can set up the early dialog.
+        let b = p.response_for(ids[0], 183, "Session Progress").unwrap();
+        p.respond(Instant::ZERO, ids[0], b).unwrap();
+        let (t, _) = drain(&mut p);
+        let sent = text(&t[0]);
+        assert!(
+            sent.starts_with("SIP/2.0 183 Session Progress\r\n"),
+            "{sent}"
+        );
+        assert!(
+            sent.contains("\r\nContact: <sip:127.0.0.1:5060>\r\n"),
+            "{sent}"
+        );
+        let to = sent.lines().find(|l| l.starts_with("To:")).unwrap();
+        assert!(to.contains(";tag="), "{to}");
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl Switch {
                     transport: match l.transport {
                         TransportName::Udp => Transport::Udp,
                         TransportName::Tcp => Transport::Tcp,
+                        TransportName::Tls => Transport::Tls,
                     },
                     addr: l.addr,
                 }

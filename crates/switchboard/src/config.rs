@@ -61,13 +61,18 @@ pub struct Config {
     /// Classes of service: what agents may dial (toll fraud). Agents without `class` get `default`.
     #[serde(default)]
     pub classes: Vec<crate::security::ClassConfig>,
+    /// SIP over TLS: the certificate and key the `transport = "tls"` listeners present
+    /// (`crate::tls::TlsConfig`). Needed when a listener is TLS; re-read on SIGHUP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// SIP transport settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
-    /// Listening sockets, e.g. `{ transport = "udp", addr = "127.0.0.1:5060" }`.
+    /// Listening sockets, e.g. `{ transport = "udp", addr = "127.0.0.1:5060" }`; TLS (`sips:`) is
+    /// `{ transport = "tls", addr = "0.0.0.0:5061" }` with a `[tls]` section.
     pub listen: Vec<Spanned<ListenConfig>>,
     /// Extra host names that mean this switchboard in Route headers and Request-URIs.
     #[serde(default)]
@@ -76,13 +81,14 @@ pub struct SipConfig {
     /// the connection.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Most simultaneous TCP connections.
+    /// Most simultaneous TCP connections (each TLS listener has the same limit of its own).
     #[serde(default = "default_tcp_max_connections")]
     pub tcp_max_connections: usize,
     /// A TCP connection with no traffic for this long is closed.
     #[serde(default = "default_tcp_idle_timeout_s")]
     pub tcp_idle_timeout_s: u64,
-    /// A TCP peer that starts a message and does not finish it within this time is disconnected.
+    /// A TCP peer that starts a message and does not finish it within this time is disconnected; a
+    /// TLS handshake must finish within it too.
     #[serde(default = "default_tcp_partial_timeout_s")]
     pub tcp_partial_timeout_s: u64,
     /// Secret (hex, 64 digits) that signs Record-Route entries. Random at each start when absent; set
@@ -95,7 +101,7 @@ pub struct SipConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls`.
     pub transport: TransportName,
     /// Address and port, IPv4 or `[IPv6]:port`.
     pub addr: SocketAddr,
@@ -107,6 +113,8 @@ pub struct ListenConfig {
 pub enum TransportName {
     Udp,
     Tcp,
+    /// TLS over TCP (`SIP/2.0/TLS`, `sips:`); the certificate comes from `[tls]`.
+    Tls,
 }
 
 /// RFC 3261 timers (Kamailio calls B/F `fr_timer` and C `fr_inv_timer`).
@@ -290,8 +298,9 @@ pub struct TrunkConfig {
     /// The prefecture the trunk serves, if it serves one (e.g. `xining`).
     #[serde(default)]
     pub prefecture: Option<String>,
-    /// A sub-center's HTTP endpoint for work orders (`http://host:port/path`): the orders of calls
-    /// handed to this trunk, or falling back from it, are POSTed there through the durable outbox.
+    /// No longer read: a sub-center's work-order endpoint is its line's `workorder_url` in the
+    /// dialplan. Kept only to refuse it with its line rather than accept a config that would
+    /// silently stop delivering.
     #[serde(default)]
     pub outbox_url: Option<Spanned<String>>,
 }
@@ -421,8 +430,6 @@ pub struct Trunk {
     pub name: String,
     pub nets: Vec<IpNet>,
     pub prefecture: Option<String>,
-    /// Where work orders for this sub-center go (`http://…`), if anywhere.
-    pub outbox_url: Option<String>,
 }
 
 impl Loaded {
@@ -476,6 +483,19 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
             0..0,
             "sip.listen: at least one listener is needed".into(),
         ));
+    }
+    if config.tls.is_none() {
+        for l in &config.sip.listen {
+            if l.get_ref().transport == TransportName::Tls {
+                problems.push(at(
+                    l.span(),
+                    format!(
+                        "sip.listen: the TLS listener {} needs a [tls] section with cert_file and key_file",
+                        l.get_ref().addr
+                    ),
+                ));
+            }
+        }
     }
     let t = &config.timers;
     if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
@@ -557,15 +577,17 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
             ));
         }
         if let Some(u) = &tc.outbox_url {
-            if let Err(e) = crate::outbox::check_url(u.get_ref()) {
-                problems.push(at(u.span(), format!("outbox_url: {e}")));
-            }
+            problems.push(at(
+                u.span(),
+                "`outbox_url` is no longer read; use `workorder_url` on the sub-center's [[lines]] \
+                 entry in the dialplan (its work orders are POSTed there)"
+                    .into(),
+            ));
         }
         trunks.push(Trunk {
             name: tc.name.get_ref().clone(),
             nets,
             prefecture: tc.prefecture.clone(),
-            outbox_url: tc.outbox_url.as_ref().map(|u| u.get_ref().clone()),
         });
     }
 
@@ -719,27 +741,46 @@ state_file = "x"
     }
 
     #[test]
-    fn a_bad_outbox_url_and_a_bad_store_section_are_refused_with_their_line() {
+    fn a_trunk_outbox_url_and_a_bad_store_section_are_refused_with_their_line() {
+        // The work-order endpoint moved to the dialplan's sub-center line (`workorder_url`): an
+        // old config is refused with the line to change, not run with deliveries silently off.
         let text = format!(
-            "{MIN}[store]\npath = \"db\"\nnode = \"a-b\"\n[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"https://h/w\"\n"
+            "{MIN}[store]\npath = \"db\"\nnode = \"a-b\"\n[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"\n"
         );
         let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert_eq!(e.0[0].line, 7, "{e}");
         assert!(e.0[0].message.contains("store.node"), "{e}");
-        assert_eq!(e.0[1].line, 13, "{e}");
-        assert!(e.0[1].message.contains("outbox_url"), "{e}");
+        assert_eq!(e.0[1].to_string(), "t.toml:13:14: `outbox_url` is no longer read; use `workorder_url` on the sub-center's [[lines]] entry in the dialplan (its work orders are POSTed there)");
         let text = format!(
             "{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_ur = \"x\"\n"
         );
         let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
         assert!(e.to_string().starts_with("t.toml:10:1: "), "{e}");
-        let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"\n");
-        let l = parse_str(Path::new("t.toml"), &ok).unwrap();
-        assert_eq!(
-            l.trunks[0].outbox_url.as_deref(),
-            Some("http://127.0.2.1:8080/workorders")
+        let ok = format!("{MIN}[[trunks]]\nname = \"s\"\nsources = [\"127.0.2.1\"]\n");
+        assert!(parse_str(Path::new("t.toml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn a_tls_listener_needs_a_tls_section() {
+        let text = MIN.replace(
+            "listen = [{ transport = \"udp\", addr = \"127.0.0.1:5060\" }]",
+            "listen = [{ transport = \"udp\", addr = \"127.0.0.1:5060\" },\n  { transport = \"tls\", addr = \"127.0.0.1:5061\" }]",
         );
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].col), (4, 3), "{e}");
+        assert!(e.0[0].message.contains("[tls]"), "{e}");
+        let with = format!("{text}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n");
+        let l = parse_str(Path::new("t.toml"), &with).unwrap();
+        assert_eq!(
+            l.config.sip.listen[1].get_ref().transport,
+            TransportName::Tls
+        );
+        let tls = l.config.tls.expect("[tls]");
+        assert!(!tls.verify_clients && tls.ca_file.is_none());
+        let typo = format!("{with}cert_fil = \"x\"\n");
+        assert!(parse_str(Path::new("t.toml"), &typo).is_err());
     }
 
     #[test]

@@ -100,9 +100,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: Duration = Duration::from_secs(40);
 
 /// Run the daemon until SIGTERM (graceful) or SIGINT (fast).
-pub async fn run(setup: Setup) -> anyhow::Result<()> {
-    let loaded = setup.loaded.clone();
-    let c = loaded.config.clone();
+///
+/// Call it on a current-thread runtime: the core loop, the UDP receivers and the sends share that
+/// thread. `aux` runs what must not delay SIP and may use the other core: the media pacer, TCP
+/// connections and the admin listener.
+pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Result<()> {
+    // Borrowed, not cloned: with a province's accounts the config is tens of megabytes.
+    let loaded = &setup.loaded;
+    let c = &loaded.config;
     // The store's writer thread: CDRs leave the hot path over its bounded queue.
     // The outbox thread POSTs work orders to sub-centers; the writer wakes it after each commit.
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
@@ -141,7 +146,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let clock = Clock::new();
     let secret: [u8; 32] = rand::random();
     let mut sw = Switch::new(
-        &loaded,
+        loaded,
         setup.plan.clone(),
         setup.bridge.clone(),
         setup.seats.as_ref(),
@@ -155,8 +160,9 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         let (mtx, mrx) = mpsc::channel(crate::media_task::MEDIA_QUEUE);
         let bind_ip = settings.ports.ip;
         info!(ports = ?settings.ports, "early media on");
+        crate::media_task::log_tibetan_fallback(&settings, &prompts);
         sw.enable_media(settings, mtx);
-        tokio::spawn(crate::media_task::run(bind_ip, prompts, mrx))
+        aux.spawn(crate::media_task::run(bind_ip, prompts, mrx))
     });
     sw.set_unix_origin_ms(unix_now_ms() - clock.now().since_origin().as_millis() as i64);
     if setup.bridge.is_none() {
@@ -190,15 +196,15 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
         Vec::new();
     if c.metrics.enabled {
         let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
-        let tokens = crate::admin::load_tokens(&loaded).map_err(anyhow::Error::msg)?;
+        let tokens = crate::admin::load_tokens(loaded).map_err(anyhow::Error::msg)?;
         let api = tokens.is_some();
-        crate::admin::spawn(crate::admin::Listener {
+        let listener = crate::admin::Listener {
             addr: c.metrics.listen,
             prometheus,
             tokens: tokens.map(|(a, w)| crate::admin::Tokens::new(&a, w.as_deref())),
             core: admin_tx.clone(),
             snapshots: snap_rx,
-            seats: setup.seats.clone().map(Arc::new),
+            seats: setup.seats.take().map(Arc::new),
             store: c.store.as_ref().map(|sc| {
                 let mut sc = sc.clone();
                 sc.path = loaded.resolve(&sc.path);
@@ -208,9 +214,11 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 role: h.role.clone(),
                 shared: h.shared.clone(),
             }),
-        })
-        .await
-        .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
+        };
+        aux.spawn(crate::admin::spawn(listener))
+            .await
+            .context("admin listener task")?
+            .with_context(|| format!("starting the metrics listener on {}", c.metrics.listen))?;
         info!(addr = %c.metrics.listen, api, "metrics on http://{}/metrics", c.metrics.listen);
         if api && !c.metrics.listen.ip().is_loopback() {
             warn!(addr = %c.metrics.listen, "the admin API listens on a non-loopback address: keep it behind a firewall");
@@ -281,6 +289,16 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let (etx, mut erx) = mpsc::channel::<Inbound>(EMERGENCY_QUEUE);
     let mut udp: Vec<Arc<UdpSocket>> = Vec::new();
     let mut tcp: Vec<TcpTransport> = Vec::new();
+    let mut tls: Vec<TcpTransport> = Vec::new();
+    // One handle for every TLS listener: a reload swaps the certificate in it for all of them.
+    let tls_handle = setup.tls.clone().map(crate::tls::TlsHandle::new);
+    let stream_limits = TcpLimits {
+        max_connections: c.sip.tcp_max_connections,
+        max_message_bytes: c.sip.max_message_bytes,
+        idle_timeout: Duration::from_secs(c.sip.tcp_idle_timeout_s),
+        partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
+        ..TcpLimits::default()
+    };
     for l in &c.sip.listen {
         let l = l.get_ref();
         match l.transport {
@@ -300,24 +318,48 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 udp.push(sock);
             }
             TransportName::Tcp => {
-                let limits = TcpLimits {
-                    max_connections: c.sip.tcp_max_connections,
-                    max_message_bytes: c.sip.max_message_bytes,
-                    idle_timeout: Duration::from_secs(c.sip.tcp_idle_timeout_s),
-                    partial_message_timeout: Duration::from_secs(c.sip.tcp_partial_timeout_s),
-                    ..TcpLimits::default()
-                };
-                let t = TcpTransport::bind(l.addr, limits, tx.clone())
+                let t = aux
+                    .spawn(TcpTransport::bind(
+                        l.addr,
+                        stream_limits.clone(),
+                        tx.clone(),
+                    ))
                     .await
+                    .context("TCP bind task")?
                     .with_context(|| format!("binding TCP {}", l.addr))?;
                 info!(addr = %l.addr, "listening on TCP");
                 tcp.push(t);
+            }
+            TransportName::Tls => {
+                // The config check makes a TLS listener come with a [tls] section.
+                let handle = tls_handle
+                    .clone()
+                    .context("a TLS listener without a [tls] section")?;
+                let material = handle.current();
+                let t = aux
+                    .spawn(TcpTransport::bind_tls(
+                        l.addr,
+                        stream_limits.clone(),
+                        handle,
+                        tx.clone(),
+                    ))
+                    .await
+                    .context("TLS bind task")?
+                    .with_context(|| format!("binding TLS {}", l.addr))?;
+                info!(
+                    addr = %l.addr,
+                    cert = %material.cert_file.display(),
+                    sha256 = %material.fingerprint,
+                    outbound = material.client.is_some(),
+                    "listening on TLS"
+                );
+                tls.push(t);
             }
         }
     }
     drop(tx);
     drop(etx);
-    warn_demo_credentials(&loaded);
+    warn_demo_credentials(loaded);
 
     let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
     let writer = tokio::spawn(state_writer(state_file.clone(), persist_rx));
@@ -334,7 +376,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut drained_at: Option<tokio::time::Instant> = None;
     let mut next_persist = tokio::time::Instant::now();
-    let sender = Sender { udp, tcp };
+    let sender = Sender { udp, tcp, tls };
 
     let mut ha_tick = tokio::time::interval(Duration::from_millis(
         c.ha.as_ref().map_or(1000, |h| h.heartbeat_ms.max(50)),
@@ -368,8 +410,12 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
                 let Some(msg) = msg else { break };
                 let peer = Peer { transport: msg.transport, addr: msg.peer, conn: msg.conn };
                 sw.on_message(clock.now(), peer, &msg.bytes, &mut out);
-                // Take whatever else is already queued before sending, to batch the wakeups.
+                // Take whatever else is already queued in this wake-up, each message's output sent
+                // before the next is handled: a message never waits for the rest of its batch.
                 for _ in 0..64 {
+                    for t in out.drain(..) {
+                        sender.send(t).await;
+                    }
                     match rx.try_recv() {
                         Ok(m) => {
                             let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
@@ -434,10 +480,16 @@ pub async fn run(setup: Setup) -> anyhow::Result<()> {
             }
             Some(result) = reload_rx.recv() => match result {
                 Ok(new) => {
-                    if new.loaded.config.sip.listen.iter().map(|l| l.get_ref().addr).ne(c.sip.listen.iter().map(|l| l.get_ref().addr)) {
+                    if new.loaded.config.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr)).ne(c.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr))) {
                         warn!("reload: listener changes need a restart; the listeners stay as they are");
                     }
                     sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
+                    // New handshakes present the reloaded certificate; connections up keep theirs.
+                    if let (Some(h), Some(m)) = (&tls_handle, new.tls.clone()) {
+                        let (cert, sha256) = (m.cert_file.display().to_string(), m.fingerprint.clone());
+                        h.replace(m);
+                        info!(%cert, %sha256, "reload: TLS certificate in service for new connections");
+                    }
                     if new.seats.is_some() {
                         info!("reload: the seat manager keeps its running queues, agents and rosters (restart to change them)");
                     }
@@ -684,6 +736,7 @@ impl Clock {
 struct Sender {
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpTransport>,
+    tls: Vec<TcpTransport>,
 }
 
 impl Sender {
@@ -703,16 +756,20 @@ impl Sender {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let Some(tcp) = self
-                    .tcp
-                    .iter()
-                    .find(|x| x.local_addr().is_ipv4() == t.peer.addr.is_ipv4())
+                let streams = if t.peer.transport == Transport::Tls {
+                    &self.tls
+                } else {
+                    &self.tcp
+                };
+                let family = t.peer.addr.is_ipv4();
+                let Some(stream) = streams.iter().find(|x| x.local_addr().is_ipv4() == family)
                 else {
-                    warn!(dest = %t.peer.addr, "no TCP listener for this address family");
+                    let transport = t.peer.transport.as_token();
+                    warn!(dest = %t.peer.addr, transport, "no listener of this transport for this address family");
                     return;
                 };
-                if let Err(e) = tcp.send(t.peer.conn, t.peer.addr, t.bytes) {
-                    debug!(dest = %t.peer.addr, %e, "TCP send failed");
+                if let Err(e) = stream.send(t.peer.conn, t.peer.addr, t.bytes) {
+                    debug!(dest = %t.peer.addr, %e, "stream send failed");
                 }
             }
         }

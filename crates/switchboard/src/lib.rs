@@ -16,4 +16,5 @@ pub mod ratelimit;
 pub mod redact;
 pub mod security;
 pub mod setup;
+pub mod tls;
 pub mod transport;

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, LogFormat};
 
+/// mimalloc rather than glibc's malloc: per-message allocations are cheaper, and the memory that
+/// loading a province's config peaks at (a TOML document of every account) goes back to the kernel
+/// instead of staying mapped (benches/README.md, "Memory").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -208,18 +214,30 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&setup.loaded.config.log);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // Two runtimes (ARCHITECTURE.md, "Threads"): SIP is received, routed and sent on this
+            // one thread, so a message never waits for a wake-up of another thread; media pacing,
+            // TCP connections and the admin listener get a second thread of their own.
+            let runtimes = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-            {
-                Ok(rt) => rt,
+                .and_then(|sip| {
+                    let aux = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name("sb-aux")
+                        .enable_all()
+                        .build()?;
+                    Ok((sip, aux))
+                });
+            let (rt, aux) = match runtimes {
+                Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(switchboard::daemon::run(setup)) {
+            let result = rt.block_on(switchboard::daemon::run(setup, aux.handle().clone()));
+            aux.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("fatal: {e:#}");

@@ -145,17 +145,17 @@ pub fn load(
     }
     let dir = loaded.resolve(&m.prompts_dir);
     let mut prompts = Prompts::new();
-    let mut tibetan = 0;
     for lang in [Lang::Mandarin, Lang::Tibetan] {
         for clip in Clip::ALL {
             let f = dir
                 .join(lang.dir())
                 .join(format!("{}.wav", clip.file_stem()));
             match std::fs::read(&f) {
-                Ok(bytes) => match prompts.add_wav(lang, clip, &bytes) {
-                    Ok(()) => tibetan += usize::from(lang == Lang::Tibetan),
-                    Err(e) => problems.push(format!("{}:1:1: prompt: {e}", f.display())),
-                },
+                Ok(bytes) => {
+                    if let Err(e) = prompts.add_wav(lang, clip, &bytes) {
+                        problems.push(format!("{}:1:1: prompt: {e}", f.display()));
+                    }
+                }
                 Err(_) if lang == Lang::Tibetan => {} // falls back to Mandarin
                 Err(e) => problems.push(format!(
                     "{}: media.prompts_dir: cannot read {}: {e}",
@@ -167,13 +167,6 @@ pub fn load(
     }
     if problems.len() > before {
         return None;
-    }
-    if !m.tibetan_prefectures.is_empty() && tibetan < Clip::ALL.len() {
-        info!(
-            tibetan_clips = tibetan,
-            of = Clip::ALL.len(),
-            "Tibetan prompts missing are played in Mandarin (deploy/prompts/README.md)"
-        );
     }
     Some((
         MediaSettings {
@@ -189,6 +182,24 @@ pub fn load(
         },
         Arc::new(prompts),
     ))
+}
+
+/// Log, once at start, how many Tibetan clips there are when some prefecture is to hear them
+/// (the missing ones are played in Mandarin). Not in [`load`]: that runs before logging is set up.
+pub fn log_tibetan_fallback(settings: &MediaSettings, prompts: &Prompts) {
+    if settings.tibetan_prefectures.is_empty() {
+        return;
+    }
+    let have = Clip::ALL
+        .iter()
+        .filter(|c| prompts.has(Lang::Tibetan, **c))
+        .count();
+    info!(
+        tibetan_clips = have,
+        of = Clip::ALL.len(),
+        prefectures = ?settings.tibetan_prefectures,
+        "Tibetan prompts: those missing in bo/ are played in Mandarin (deploy/prompts/README.md)"
+    );
 }
 
 /// What the core task asks of the media task.

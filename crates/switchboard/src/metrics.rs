@@ -83,6 +83,9 @@ pub const MEDIA_PORTS_IN_USE: &str = "switchboard_media_ports_in_use";
 pub const MEDIA_OFFERS: &str = "switchboard_media_offers_total";
 /// RTP ports the media task could not bind (the caller got no announcement).
 pub const MEDIA_BIND_FAILURES: &str = "switchboard_media_bind_failures_total";
+/// TLS handshakes that failed or timed out, by `side` = `accept` (a peer connecting to our TLS
+/// listener: junk, an old protocol, a certificate it refused) | `connect` (a server we connected to).
+pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -159,6 +162,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     describe_gauge!(MEDIA_PORTS_IN_USE, "RTP ports allocated to calls now");
     describe_counter!(MEDIA_OFFERS, "SDP offers of queued calls, by result");
     describe_counter!(MEDIA_BIND_FAILURES, "RTP ports that could not be bound");
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes failed, by side");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)

@@ -23,6 +23,8 @@ pub struct Setup {
     pub seats: Option<seat_manager::SeatConfig>,
     /// Early media (`[media]`): the validated settings and the prompts, read once here.
     pub media: Option<(crate::media_task::MediaSettings, Arc<media::Prompts>)>,
+    /// SIP over TLS (`[tls]`): the certificate and key read from their files and checked.
+    pub tls: Option<crate::tls::TlsMaterial>,
 }
 
 /// Every problem found, one `file:line:col: message` per line.
@@ -50,6 +52,20 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
                     a.user.get_ref(),
                     q.get_ref(),
                     dir.display()
+                ));
+            }
+        }
+    }
+    // The dialplan checks a sub-center's `workorder_url` itself; this asks the outbox's own HTTP
+    // client whether it can POST there, so no order is queued for an endpoint it cannot reach.
+    for l in plan.lines() {
+        if let dialplan::LineRoute::Subcenter { workorder_url, .. } = &l.route {
+            if let Err(e) = crate::outbox::check_url(workorder_url) {
+                problems.push(format!(
+                    "{}:{}:1: line {}: workorder_url: {e}",
+                    plan.name(),
+                    l.source_line,
+                    l.number
                 ));
             }
         }
@@ -125,6 +141,7 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
         None => None,
     };
     let media = crate::media_task::load(&loaded, &text, &plan, &mut problems);
+    let tls = crate::tls::load(&loaded, &text, &mut problems);
     if problems.is_empty() {
         Ok(Setup {
             loaded,
@@ -132,6 +149,7 @@ pub fn load(path: &Path) -> Result<Setup, SetupErrors> {
             bridge,
             seats,
             media,
+            tls,
         })
     } else {
         Err(SetupErrors(problems))

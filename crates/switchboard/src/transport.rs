@@ -1,10 +1,20 @@
-//! SIP transports: the types every transport shares, and the TCP transport (RFC 3261 §18).
+//! SIP transports: the types every transport shares, and the stream transport for TCP and TLS (RFC 3261
+//! §18, §26.2).
 //!
 //! Transports only move bytes. Every message read, whatever the transport, becomes one [`Inbound`] on
 //! a single bounded channel to the core; replies go back through [`TcpTransport::send`], naming the
 //! connection the request came on so the response follows it (§18.2.2).
 //!
-//! # TCP connections
+//! # TCP and TLS connections
+//!
+//! TLS is the TCP transport with a rustls session inside each connection ([`TcpTransport::bind_tls`]):
+//! the same table, framing, limits and timeouts; only the bytes on the socket are encrypted. An accepted
+//! connection takes a slot in the table at once and must finish its handshake within
+//! [`TcpLimits::partial_message_timeout`], or it is closed (a peer that sends non-TLS bytes fails the
+//! handshake and is closed at once). Each handshake takes the certificate in service at that moment
+//! ([`TlsHandle`]), so a certificate reloaded on SIGHUP serves new connections while those already up
+//! keep theirs. Connections we open ourselves verify the server against `[tls] ca_file`; without it
+//! we open none ([`SendError::NoTlsClient`]).
 //!
 //! Each connection has a reader task that frames messages with [`StreamFramer`] and a writer task that
 //! drains a bounded queue. Nothing grows without bound:
@@ -29,15 +39,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use sip_core::framing::{FramingError, StreamFramer, KEEPALIVE_PONG};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::tls::TlsHandle;
+
 pub use sip_core::message::{ConnId, Transport};
+
+/// Connection ids are unique across every stream transport of the process (TCP and TLS, IPv4 and
+/// IPv6), so an id names one connection wherever it is stored.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One complete SIP message as received, before parsing.
 #[derive(Debug, Clone)]
@@ -67,8 +82,9 @@ pub struct TcpLimits {
     pub idle_timeout: Duration,
     /// A peer that sends half a message and stalls is closed this long after the message began, even
     /// if it keeps trickling bytes: otherwise a peer could hold a slot by sending a byte a second.
+    /// On a TLS listener, an accepted connection's handshake must also finish within this time.
     pub partial_message_timeout: Duration,
-    /// Bound on opening a connection for `send`.
+    /// Bound on opening a connection for `send` (TCP connect, then the TLS handshake, each).
     pub connect_timeout: Duration,
     /// Messages waiting to be written on one connection; `send` fails with [`SendError::QueueFull`]
     /// beyond this, which is the caller's signal to shed load.
@@ -109,6 +125,13 @@ pub enum SendError {
         /// Where the message was going.
         dest: SocketAddr,
     },
+    /// No open TLS connection to the destination, and no `[tls] ca_file` to verify a server we
+    /// would connect to.
+    #[error("no TLS connection to {dest}, and no [tls] ca_file to open one with")]
+    NoTlsClient {
+        /// Where the message was going.
+        dest: SocketAddr,
+    },
 }
 
 /// How long a connection whose peer closed its sending side may keep flushing queued messages: the
@@ -122,8 +145,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// connects, accept errors, framing errors), so a flood cannot flood the logs too.
 const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The TCP transport: a listener plus the table of open connections. Cheap to clone; every clone
-/// drives the same connections.
+/// The stream transport (TCP, or TLS over TCP): a listener plus the table of open connections. Cheap to
+/// clone; every clone drives the same connections.
 ///
 /// The accept loop and connection tasks run until the runtime shuts down; there is no drain yet.
 #[derive(Clone, Debug)]
@@ -134,18 +157,22 @@ pub struct TcpTransport {
 #[derive(Debug)]
 struct Inner {
     local: SocketAddr,
+    /// `Tcp`, or `Tls` when `tls` is set.
+    transport: Transport,
+    /// The certificate in service and the client config, for a TLS transport.
+    tls: Option<TlsHandle>,
     limits: TcpLimits,
     inbound: mpsc::Sender<Inbound>,
     /// So that `send`, which is not async, can open connections from any thread.
     runtime: tokio::runtime::Handle,
     table: Mutex<ConnTable>,
-    next_id: AtomicU64,
     /// Origin for [`Activity`] timestamps.
     epoch: Instant,
     refused_warnings: WarnBudget,
     connect_warnings: WarnBudget,
     accept_warnings: WarnBudget,
     framing_warnings: WarnBudget,
+    handshake_warnings: WarnBudget,
 }
 
 /// Open connections. Behind a std mutex that is never held across an `.await`: every operation is a
@@ -205,20 +232,47 @@ impl TcpTransport {
         limits: TcpLimits,
         inbound: mpsc::Sender<Inbound>,
     ) -> io::Result<TcpTransport> {
+        Self::bind_with(addr, limits, None, inbound).await
+    }
+
+    /// Like [`bind`](Self::bind), for SIP over TLS: every connection, accepted or opened, runs a TLS
+    /// session with the material `tls` has in service when its handshake starts, and its messages
+    /// arrive as [`Transport::Tls`].
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        limits: TcpLimits,
+        tls: TlsHandle,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> io::Result<TcpTransport> {
+        Self::bind_with(addr, limits, Some(tls), inbound).await
+    }
+
+    async fn bind_with(
+        addr: SocketAddr,
+        limits: TcpLimits,
+        tls: Option<TlsHandle>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> io::Result<TcpTransport> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let inner = Arc::new(Inner {
             local,
+            transport: if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
+            tls,
             limits,
             inbound,
             runtime: tokio::runtime::Handle::current(),
             table: Mutex::new(ConnTable::default()),
-            next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             refused_warnings: WarnBudget::default(),
             connect_warnings: WarnBudget::default(),
             accept_warnings: WarnBudget::default(),
             framing_warnings: WarnBudget::default(),
+            handshake_warnings: WarnBudget::default(),
         });
         inner
             .runtime
@@ -229,6 +283,11 @@ impl TcpTransport {
     /// The address the listener is bound to (with the real port if 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
+    }
+
+    /// `Tcp`, or `Tls` for a transport made with [`bind_tls`](Self::bind_tls).
+    pub fn transport(&self) -> Transport {
+        self.inner.transport
     }
 
     /// Sends on the existing connection `conn` if it is still open, else to `dest`: reuse any open
@@ -263,16 +322,28 @@ impl TcpTransport {
         if table.by_id.len() >= limit {
             return Err(SendError::TooManyConnections { limit, dest });
         }
+        let connector = match &inner.tls {
+            None => None,
+            Some(tls) => match tls.connector() {
+                Some(c) => Some(c),
+                None => return Err(SendError::NoTlsClient { dest }),
+            },
+        };
         let id = inner.next_id();
         let (queue, rx) = mpsc::channel(inner.limits.write_queue_messages.max(1));
         // Cannot fail: the queue is new and has room for at least one message.
         let _ = queue.try_send(bytes);
         table.insert(id, dest, queue.clone());
         drop(table);
-        debug!(conn = id, %dest, "opening TCP connection");
-        inner
-            .runtime
-            .spawn(connect_and_run(Arc::clone(inner), id, dest, queue, rx));
+        debug!(conn = id, %dest, transport = inner.transport.as_token(), "opening connection");
+        inner.runtime.spawn(connect_and_run(
+            Arc::clone(inner),
+            id,
+            dest,
+            connector,
+            queue,
+            rx,
+        ));
         Ok(())
     }
 
@@ -294,7 +365,7 @@ impl Inner {
     }
 
     fn next_id(&self) -> ConnId {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
     }
 
     fn forget(&self, id: ConnId) {
@@ -332,8 +403,8 @@ fn adopt(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
     let (queue, rx) = mpsc::channel(inner.limits.write_queue_messages.max(1));
     table.insert(id, peer, queue.clone());
     drop(table);
-    debug!(conn = id, %peer, "accepted TCP connection");
-    inner.runtime.spawn(run_connection(
+    debug!(conn = id, %peer, transport = inner.transport.as_token(), "accepted connection");
+    inner.runtime.spawn(accept_and_run(
         Arc::clone(inner),
         id,
         stream,
@@ -343,16 +414,89 @@ fn adopt(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
     ));
 }
 
+/// Runs an accepted connection: for TLS, the server handshake first, bounded by
+/// `partial_message_timeout` (it holds a slot of the table meanwhile).
+async fn accept_and_run(
+    inner: Arc<Inner>,
+    id: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    queue: mpsc::Sender<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+) {
+    // SIP messages are written whole; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(inner.local);
+    let Some(tls) = &inner.tls else {
+        let (rd, wr) = stream.into_split();
+        return run_connection(inner, id, local, peer, rd, wr, queue, rx).await;
+    };
+    let handshake = tls.acceptor().accept(stream);
+    match tokio::time::timeout(inner.limits.partial_message_timeout, handshake).await {
+        Ok(Ok(session)) => {
+            debug!(conn = id, %peer, version = ?session.get_ref().1.protocol_version(), "TLS handshake done");
+            let (rd, wr) = tokio::io::split(session);
+            run_connection(inner, id, local, peer, rd, wr, queue, rx).await
+        }
+        Ok(Err(error)) => handshake_failed(&inner, id, peer, "accept", &error),
+        Err(_) => handshake_failed(
+            &inner,
+            id,
+            peer,
+            "accept",
+            &io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
+        ),
+    }
+}
+
+fn handshake_failed(
+    inner: &Inner,
+    id: ConnId,
+    peer: SocketAddr,
+    side: &'static str,
+    error: &io::Error,
+) {
+    inner.forget(id);
+    metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES, "side" => side).increment(1);
+    if let Some(suppressed) = inner.handshake_warnings.admit() {
+        warn!(conn = id, %peer, side, %error, suppressed, "TLS handshake failed; connection closed");
+    }
+}
+
 async fn connect_and_run(
     inner: Arc<Inner>,
     id: ConnId,
     dest: SocketAddr,
+    connector: Option<tokio_rustls::TlsConnector>,
     queue: mpsc::Sender<Bytes>,
     rx: mpsc::Receiver<Bytes>,
 ) {
     let error =
         match tokio::time::timeout(inner.limits.connect_timeout, TcpStream::connect(dest)).await {
-            Ok(Ok(stream)) => return run_connection(inner, id, stream, dest, queue, rx).await,
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(inner.local);
+                let Some(connector) = connector else {
+                    let (rd, wr) = stream.into_split();
+                    return run_connection(inner, id, local, dest, rd, wr, queue, rx).await;
+                };
+                // The core routes to IP addresses: the server's certificate must name this one.
+                let name = rustls::pki_types::ServerName::IpAddress(dest.ip().into());
+                let handshake = connector.connect(name, stream);
+                match tokio::time::timeout(inner.limits.connect_timeout, handshake).await {
+                    Ok(Ok(session)) => {
+                        let (rd, wr) = tokio::io::split(session);
+                        return run_connection(inner, id, local, dest, rd, wr, queue, rx).await;
+                    }
+                    Ok(Err(error)) => {
+                        return handshake_failed(&inner, id, dest, "connect", &error);
+                    }
+                    Err(_) => {
+                        let error = io::Error::new(io::ErrorKind::TimedOut, "handshake timed out");
+                        return handshake_failed(&inner, id, dest, "connect", &error);
+                    }
+                }
+            }
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         };
@@ -377,19 +521,22 @@ enum End {
     InboundClosed,
 }
 
-/// Runs one connection until it closes, then removes it from the table.
-async fn run_connection(
+/// Runs one connection (its two halves: plain TCP or a TLS session) until it closes, then removes it
+/// from the table.
+#[allow(clippy::too_many_arguments)]
+async fn run_connection<R, W>(
     inner: Arc<Inner>,
     id: ConnId,
-    stream: TcpStream,
+    local: SocketAddr,
     peer: SocketAddr,
+    rd: R,
+    wr: W,
     queue: mpsc::Sender<Bytes>,
     rx: mpsc::Receiver<Bytes>,
-) {
-    // SIP messages are written whole; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(inner.local);
-    let (rd, wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new(inner.epoch));
     let mut writer = tokio::spawn(write_loop(wr, rx, Arc::clone(&activity)));
     let end = read_loop(&inner, id, local, peer, rd, &queue, &activity, &mut writer).await;
@@ -408,26 +555,27 @@ async fn run_connection(
         }
         _ => writer.abort(),
     }
+    let transport = inner.transport.as_token();
     match end {
         End::Framing(error) => {
             if let Some(suppressed) = inner.framing_warnings.admit() {
-                warn!(conn = id, %peer, %error, suppressed, "closing TCP connection: framing error");
+                warn!(conn = id, %peer, transport, %error, suppressed, "closing connection: framing error");
             }
         }
         End::ReadFailed(error) => {
-            debug!(conn = id, %peer, %error, "closing TCP connection: read failed")
+            debug!(conn = id, %peer, transport, %error, "closing connection: read failed")
         }
-        other => debug!(conn = id, %peer, reason = ?other, "TCP connection closed"),
+        other => debug!(conn = id, %peer, transport, reason = ?other, "connection closed"),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     inner: &Inner,
     id: ConnId,
     local: SocketAddr,
     peer: SocketAddr,
-    mut rd: OwnedReadHalf,
+    mut rd: R,
     queue: &mpsc::Sender<Bytes>,
     activity: &Activity,
     writer: &mut JoinHandle<()>,
@@ -466,7 +614,7 @@ async fn read_loop(
                     match framer.next_message() {
                         Ok(Some(bytes)) => {
                             completed = true;
-                            let msg = Inbound { transport: Transport::Tcp, local, peer, conn: Some(id), bytes };
+                            let msg = Inbound { transport: inner.transport, local, peer, conn: Some(id), bytes };
                             // Awaiting a full channel stops this socket's reads: TCP backpressure.
                             if inner.inbound.send(msg).await.is_err() {
                                 return End::InboundClosed;
@@ -504,8 +652,8 @@ async fn read_loop(
 }
 
 /// Writes queued messages until the queue closes (then sends FIN) or a write fails.
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     activity: Arc<Activity>,
 ) {

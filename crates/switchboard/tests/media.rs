@@ -13,20 +13,43 @@ const LIMIT: Duration = Duration::from_secs(40);
 /// The daemon's RTP address in these tests.
 const RTP_IP: &str = "127.0.3.1";
 
-/// A daemon with `[media]` on RTP_IP and a trunk for this file's callers (127.0.3.x).
+/// The shipped prompts.
+fn shipped_prompts() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prompts")
+}
+
+/// Callers of this file: the `media-test` trunk (prefecture Xining) sends from these.
+const XINING_CALLERS: &str = "\"127.0.3.3\", \"127.0.3.7\", \"127.0.3.9\", \"127.0.3.11\", \"127.0.3.13\", \"127.0.3.15\", \"127.0.3.17\", \"127.0.3.21\", \"127.0.3.23\"";
+/// The `media-yushu` trunk (prefecture Yushu, a Tibetan one in the tests that say so).
+const YUSHU_CALLER: &str = "127.0.3.31";
+
+/// A daemon with `[media]` on RTP_IP (the shipped prompts) and trunks for this file's callers.
 fn daemon(ports: (u16, u16), extra: &[(&str, &str)]) -> Daemon {
-    let prompts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prompts");
+    daemon_with(ports, &shipped_prompts(), &[], extra)
+}
+
+/// The same, with its prompts from `prompts` and `tibetan` as `tibetan_prefectures`.
+fn daemon_with(
+    ports: (u16, u16),
+    prompts: &std::path::Path,
+    tibetan: &[&str],
+    extra: &[(&str, &str)],
+) -> Daemon {
+    let tibetan: Vec<String> = tibetan.iter().map(|t| format!("\"{t}\"")).collect();
     let media = format!(
-        "[media]\nrtp_ports = \"{RTP_IP}:{}-{}\"\nprompts_dir = \"{}\"\nannounce_merged = true\nannounce_position = true\n\n[metrics]\n",
+        "[media]\nrtp_ports = \"{RTP_IP}:{}-{}\"\nprompts_dir = \"{}\"\nannounce_merged = true\nannounce_position = true\ntibetan_prefectures = [{}]\n\n[metrics]\n",
         ports.0,
         ports.1,
-        prompts.display()
+        prompts.display(),
+        tibetan.join(", ")
     );
     let mut edits: Vec<(String, String)> = vec![
         ("[metrics]\n".into(), media),
         (
             "[[trunks]]\nname = \"demo-pbx\"".into(),
-            "[[trunks]]\nname = \"media-test\"\nsources = [\"127.0.3.3\", \"127.0.3.7\", \"127.0.3.9\", \"127.0.3.11\", \"127.0.3.13\"]\nprefecture = \"xining\"\n\n[[trunks]]\nname = \"demo-pbx\"".into(),
+            format!("[[trunks]]\nname = \"media-test\"\nsources = [{XINING_CALLERS}]\nprefecture = \"xining\"\n\n\
+             [[trunks]]\nname = \"media-yushu\"\nsources = [\"{YUSHU_CALLER}\"]\nprefecture = \"yushu\"\n\n\
+             [[trunks]]\nname = \"demo-pbx\""),
         ),
     ];
     edits.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
@@ -145,6 +168,33 @@ fn assert_continuous(pkts: &[(Instant, SocketAddr, Rtp)], pt: u8) {
     }
 }
 
+/// The header block of the first message in a SIPp trace whose first line starts with `start`.
+fn headers_of<'a>(trace: &'a str, start: &str) -> Option<&'a str> {
+    let at = trace.find(start)?;
+    let rest = &trace[at..];
+    // Up to the first empty line (the trace keeps the CRLFs of the wire).
+    let mut end = rest.len();
+    let mut pos = 0;
+    for l in rest.split_inclusive('\n') {
+        if l.trim().is_empty() {
+            end = pos;
+            break;
+        }
+        pos += l.len();
+    }
+    Some(&rest[..end])
+}
+
+/// The value of header `name` in a header block (full name only: the switchboard writes those).
+fn header(block: &str, name: &str) -> Option<String> {
+    block.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
 /// The port of the SDP answer in a SIPp trace (the 183's `m=audio` line), once it is there.
 fn answer_port(caller: &Sipp) -> Option<u16> {
     let t = caller.messages();
@@ -246,6 +296,16 @@ fn a_queued_caller_hears_pcma_at_50_packets_a_second_until_the_agent_answers() {
         trace.contains("SIP/2.0 182 Queued"),
         "still 182 Queued: {trace}"
     );
+    // The 183 sets up an early dialog with the switchboard: our Contact (RFC 3261 §12.1.1). The
+    // caller supports 100rel, but nothing is sent reliably: it never PRACKs, and the call goes on.
+    let h183 = headers_of(&trace, "SIP/2.0 183 ").unwrap();
+    assert_eq!(
+        header(h183, "Contact").as_deref(),
+        Some(format!("<sip:127.0.0.1:{}>", d.port).as_str()),
+        "{h183}"
+    );
+    assert_eq!(header(h183, "Require"), None, "{h183}");
+    assert_eq!(header(h183, "RSeq"), None, "{h183}");
     assert_eq!(gauge(&d, "switchboard_media_streams"), Some(1.0));
 
     // Symmetric RTP: the caller's own RTP comes from elsewhere (its NAT); the stream follows.
@@ -430,4 +490,272 @@ fn a_merged_line_starts_with_its_notice() {
     );
     let (ok, diag) = c.finish(LIMIT);
     assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+}
+
+#[test]
+fn the_switchboards_own_183_and_182_carry_its_contact_on_the_callers_transport() {
+    let d = daemon(port_range(20), &[]);
+    for (transport, ip, param) in [
+        ("u1", "127.0.3.15", ""),
+        ("t1", "127.0.3.17", ";transport=tcp"),
+    ] {
+        let rtp = UdpSocket::bind((ip, 0)).unwrap();
+        // The scenario itself fails the call if a 183 or 182 comes without a Contact (<ereg>).
+        let c = caller(
+            &d,
+            "uac_media_cancel.xml",
+            ip,
+            rtp.local_addr().unwrap(),
+            "8",
+            &["-d", "500", "-t", transport],
+        );
+        let (ok, diag) = c.finish(LIMIT);
+        assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+        let want = format!("<sip:127.0.0.1:{}{param}>", d.port);
+        for status in ["SIP/2.0 183 ", "SIP/2.0 182 "] {
+            let h = headers_of(&diag, status).unwrap_or_else(|| panic!("no {status}: {diag}"));
+            assert_eq!(header(h, "Contact").as_deref(), Some(want.as_str()), "{h}");
+            assert!(
+                header(h, "To").is_some_and(|t| t.contains(";tag=")),
+                "our tag: {h}"
+            );
+        }
+        assert!(
+            first_packet(&rtp, Duration::from_millis(1)).is_some(),
+            "early media played over {transport}"
+        );
+    }
+    assert!(wait_gauge(&d, "switchboard_media_ports_in_use", 0.0));
+}
+
+/// Packets on `sock` until `done` says the call was answered (checked between packets), bounded by
+/// `limit`; then a short drain, so what was in flight when the 200 left is counted too.
+fn receive_until(
+    sock: &UdpSocket,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Vec<(Instant, SocketAddr, Rtp, Vec<u8>)> {
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let end = Instant::now() + limit;
+    let mut v = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end && !done() {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            v.push((
+                Instant::now(),
+                from,
+                parse_rtp(&buf[..n]),
+                buf[12..n].to_vec(),
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn without_a_seats_file_agents_ring_in_turn_while_the_caller_hears_the_merged_notice() {
+    // No seat manager: the interim queue rings the [[agents]] of the Xining queue, then the
+    // province's, in config order. 8001 (Xining) is busy, 8009 rings until the 2 s ring timeout,
+    // 8010 rings 1.5 s and answers. The caller hears one unbroken stream meanwhile.
+    let d = daemon(
+        port_range(20),
+        &[
+            ("seats_file = \"seats.toml\"\n", ""),
+            ("ring_timeout_s = 20", "ring_timeout_s = 2"),
+        ],
+    );
+    let agents = [
+        ("8001", "127.0.3.24", "uas_busy.xml"),
+        ("8009", "127.0.3.25", "uas_cancel.xml"),
+        ("8010", "127.0.3.26", "uas_slow_answer.xml"),
+    ];
+    let mut phones = Vec::new();
+    for (user, ip, scn) in agents {
+        let port = free_port(ip);
+        register(&d, user, ip, port, "u1");
+        phones.push(uas(&format!("agent {user}"), scn, user, ip, port, 1));
+    }
+    let rtp = UdpSocket::bind("127.0.3.20:0").unwrap();
+    // 12336 (natural resources) is merged into 12345 in the shipped plan.
+    let waiting = caller_to(
+        &d,
+        "12336",
+        "uac_media.xml",
+        "127.0.3.21",
+        rtp.local_addr().unwrap(),
+        "8",
+        &[],
+    );
+    let port = wait_answer_port(&waiting);
+    let answered = || waiting.messages().contains("SIP/2.0 200 OK");
+    let pkts = receive_until(&rtp, Duration::from_secs(15), answered);
+    assert!(answered(), "no agent answered\n--- daemon\n{}", d.log());
+    assert!(pkts.len() > 100, "only {} packets", pkts.len());
+    let (_, from, first, payload) = &pkts[0];
+    assert_eq!(*from, SocketAddr::from(([127, 0, 3, 1], port)));
+    assert!(first.marker, "the first packet starts a talkspurt");
+    assert_eq!(first.pt, 8, "PCMA");
+    assert_eq!(
+        payload,
+        &prompt_start("joined.wav"),
+        "the merged-line notice first"
+    );
+    // One stream across the three agents: continuous sequence numbers and timestamps, ~50/s.
+    let rtp_only: Vec<_> = pkts.iter().map(|(t, a, r, _)| (*t, *a, *r)).collect();
+    assert_continuous(&rtp_only, 8);
+    let span = pkts.last().unwrap().0 - pkts[0].0;
+    let rate = (pkts.len() - 1) as f64 / span.as_secs_f64();
+    assert!((45.0..=55.0).contains(&rate), "{rate:.1} packets/s");
+    eprintln!(
+        "interim queue: {} packets in {span:?} ({rate:.1}/s), seq {}..{}",
+        pkts.len(),
+        first.seq,
+        pkts.last().unwrap().2.seq
+    );
+    assert!(
+        span > Duration::from_secs(3),
+        "streamed through the busy agent, the 2 s ring and the 1.5 s ring: {span:?}"
+    );
+
+    // The 200 went to the caller: the stream stops.
+    std::thread::sleep(Duration::from_millis(100));
+    rtp.set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    while rtp.recv_from(&mut [0u8; 2048]).is_ok() {}
+    let after = receive(&rtp, Duration::from_millis(500));
+    assert!(after.is_empty(), "{} packets after the answer", after.len());
+    let (ok, diag) = waiting.finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    assert!(
+        !diag.contains("SIP/2.0 182 "),
+        "the interim queue, not the seat manager (which sends 182 Queued): {diag}"
+    );
+    let h183 = headers_of(&diag, "SIP/2.0 183 ").unwrap();
+    assert_eq!(
+        header(h183, "Contact").as_deref(),
+        Some(format!("<sip:127.0.0.1:{}>", d.port).as_str()),
+        "{h183}"
+    );
+    for p in phones {
+        let (ok, diag) = p.finish(LIMIT);
+        assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    }
+    assert!(wait_gauge(&d, "switchboard_media_streams", 0.0));
+    assert!(wait_gauge(&d, "switchboard_media_ports_in_use", 0.0));
+}
+
+/// A placeholder for a Tibetan recording: `packets` × 20 ms of a 1 kHz square tone, as an 8 kHz
+/// A-law WAV (its data bytes are then exactly what PCMA carries). It proves which clip is chosen,
+/// not any language: no Tibetan audio is made up here.
+fn tone_wav(packets: usize) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..packets * 160)
+        .map(|i| if i % 8 < 4 { 0xAA } else { 0x2A })
+        .collect();
+    let mut v = b"RIFF".to_vec();
+    v.extend((36 + data.len() as u32).to_le_bytes());
+    v.extend(b"WAVEfmt ");
+    v.extend(16u32.to_le_bytes());
+    v.extend(6u16.to_le_bytes()); // A-law
+    v.extend(1u16.to_le_bytes()); // mono
+    v.extend(8000u32.to_le_bytes());
+    v.extend(8000u32.to_le_bytes());
+    v.extend(1u16.to_le_bytes());
+    v.extend(8u16.to_le_bytes());
+    v.extend(b"data");
+    v.extend((data.len() as u32).to_le_bytes());
+    v.extend(&data);
+    (v, data)
+}
+
+/// A prompts folder for one test: the shipped Mandarin clips, and `bo/` with `bo_clips`.
+fn prompts_dir(bo_clips: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cmn = dir.path().join("cmn");
+    std::fs::create_dir(&cmn).unwrap();
+    for e in std::fs::read_dir(shipped_prompts().join("cmn")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, cmn.join(p.file_name().unwrap())).unwrap();
+    }
+    let bo = dir.path().join("bo");
+    std::fs::create_dir(&bo).unwrap();
+    for (name, bytes) in bo_clips {
+        std::fs::write(bo.join(name), bytes).unwrap();
+    }
+    dir
+}
+
+/// The first `n` packets of a call to the merged line 12336 from `ip`, with their payloads, in
+/// sequence order (the caller waits 3 s, then CANCELs).
+fn merged_call_payloads(d: &Daemon, ip: &str, rtp_ip: &str, n: usize) -> Vec<(Rtp, Vec<u8>)> {
+    let rtp = UdpSocket::bind((rtp_ip, 0)).unwrap();
+    let c = caller_to(
+        d,
+        "12336",
+        "uac_media_cancel.xml",
+        ip,
+        rtp.local_addr().unwrap(),
+        "8",
+        &["-d", "3000"],
+    );
+    rtp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < n {
+        let Ok((len, _)) = rtp.recv_from(&mut buf) else {
+            break;
+        };
+        got.push((parse_rtp(&buf[..len]), buf[12..len].to_vec()));
+    }
+    let (ok, diag) = c.finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    assert_eq!(got.len(), n, "RTP packets received");
+    let seq0 = got[0].0.seq;
+    for (i, (h, _)) in got.iter().enumerate() {
+        assert_eq!(h.seq, seq0.wrapping_add(i as u16), "in order, none lost");
+        assert_eq!(h.pt, 8);
+    }
+    got
+}
+
+#[test]
+fn a_tibetan_prefectures_caller_hears_a_bo_recording_where_one_exists_and_mandarin_elsewhere() {
+    // bo/ holds one clip, joined.wav (0.4 s = 20 packets): the rest falls back clip by clip.
+    let (wav, tone) = tone_wav(20);
+    let prompts = prompts_dir(&[("joined.wav", &wav)]);
+    let d = daemon_with(port_range(20), prompts.path(), &["yushu"], &[]);
+    assert!(d.log().contains("tibetan_clips=1"), "{}", d.log());
+
+    // A caller from Yushu (the trunk's prefecture): the bo/ notice, then "you are number …" in
+    // Mandarin, since bo/ has no position_before.wav.
+    let got = merged_call_payloads(&d, YUSHU_CALLER, "127.0.3.30", 21);
+    for (i, (_, payload)) in got[..20].iter().enumerate() {
+        assert_eq!(
+            payload[..],
+            tone[i * 160..(i + 1) * 160],
+            "packet {i}: the bo/ recording"
+        );
+    }
+    assert_eq!(
+        got[20].1,
+        prompt_start("position_before.wav"),
+        "then the Mandarin clip bo/ lacks"
+    );
+
+    // A caller from Xining, same daemon: Mandarin from the first packet.
+    let got = merged_call_payloads(&d, "127.0.3.23", "127.0.3.22", 1);
+    assert_eq!(
+        got[0].1,
+        prompt_start("joined.wav"),
+        "Xining is not Tibetan"
+    );
+}
+
+#[test]
+fn a_tibetan_prefectures_caller_hears_mandarin_while_bo_is_empty() {
+    let prompts = prompts_dir(&[]);
+    let d = daemon_with(port_range(20), prompts.path(), &["yushu"], &[]);
+    assert!(d.log().contains("tibetan_clips=0"), "{}", d.log());
+    let got = merged_call_payloads(&d, YUSHU_CALLER, "127.0.3.30", 1);
+    assert_eq!(got[0].1, prompt_start("joined.wav"), "Mandarin for now");
 }

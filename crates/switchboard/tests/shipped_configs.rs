@@ -75,6 +75,89 @@ fn a_bad_agent_queue_is_reported_with_its_position() {
     );
 }
 
+/// The work-order endpoint lives on the dialplan's sub-center line: a config that still names one
+/// on a trunk (`outbox_url`, read until the move) is refused at that line, and a line's URL the
+/// outbox's HTTP client cannot use is refused at the line of the plan.
+#[test]
+fn work_order_endpoints_are_the_dialplans_and_a_trunk_outbox_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let plans = dir.path().join("dialplans");
+    std::fs::create_dir(&plans).unwrap();
+    let plan = std::fs::read_to_string(root.join("dialplans/qinghai.toml")).unwrap();
+    std::fs::write(plans.join("qinghai.toml"), &plan).unwrap();
+    let shipped = std::fs::read_to_string(root.join("deploy/switchboard.toml"))
+        .unwrap()
+        .replace(
+            "dialplans_dir = \"../dialplans\"",
+            "dialplans_dir = \"dialplans\"",
+        )
+        .replace(
+            "prompts_dir = \"prompts\"",
+            &format!("prompts_dir = {:?}", root.join("deploy/prompts")),
+        )
+        .replace("seats_file = \"seats.toml\"\n", "");
+    let cfg = dir.path().join("switchboard.toml");
+    std::fs::write(&cfg, &shipped).unwrap();
+    let setup = switchboard::setup::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let urls: Vec<&str> = setup
+        .plan
+        .lines()
+        .iter()
+        .filter_map(|l| match &l.route {
+            dialplan::LineRoute::Subcenter { workorder_url, .. } => Some(&**workorder_url),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(urls.len(), 5);
+    assert!(
+        urls.iter().all(|u| u.starts_with("http://127.0.2.")),
+        "{urls:?}"
+    );
+
+    let old = shipped.replacen(
+        "sources = [\"127.0.2.1\"]",
+        "sources = [\"127.0.2.1\"]\noutbox_url = \"http://127.0.2.1:8080/workorders\"",
+        1,
+    );
+    let line = old
+        .lines()
+        .position(|l| l.starts_with("outbox_url"))
+        .unwrap()
+        + 1;
+    std::fs::write(&cfg, &old).unwrap();
+    let err = switchboard::setup::load(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "switchboard.toml:{line}:14: `outbox_url` is no longer read; use `workorder_url`"
+        )),
+        "{err}"
+    );
+
+    std::fs::write(&cfg, &shipped).unwrap();
+    let bad = plan.replacen(
+        "http://127.0.2.1:8080/workorders",
+        "http://127.0.2.1:8080/a<b",
+        1,
+    );
+    let table = bad
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "[[lines]]")
+        .map(|(i, _)| i + 1)
+        .filter(|i| *i < bad.lines().position(|l| l.contains("a<b")).unwrap() + 1)
+        .last()
+        .unwrap();
+    std::fs::write(plans.join("qinghai.toml"), bad).unwrap();
+    let err = switchboard::setup::load(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "qinghai.toml:{table}:1: line 12366: workorder_url: `http://127.0.2.1:8080/a<b`"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn roster_check_passes_the_demo_and_prints_the_gaps_of_a_broken_roster() {
     let bin = env!("CARGO_BIN_EXE_switchboard");

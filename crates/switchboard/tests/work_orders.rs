@@ -113,20 +113,25 @@ fn work_orders(d: &Daemon) -> Vec<store::WorkOrder> {
 }
 
 /// A daemon whose 12366 (tax) sub-center is a SIP peer at ip:sip_port with its work-order endpoint
-/// at http://ip:http_port/workorders; `store_extra` goes into `[store]`.
+/// (the line's `workorder_url` in the dialplan) at http://ip:http_port/workorders; `store_extra`
+/// goes into `[store]`.
 fn daemon_with_subcenter(ip: &str, sip_port: u16, http_port: u16, store_extra: &str) -> Daemon {
     Daemon::start_with(Settings {
         trunk_failover_ms: 1000,
-        plan_edits: vec![(
-            "trunk = [\"sip:127.0.2.1:5060\"]".into(),
-            format!("trunk = [\"sip:{ip}:{sip_port}\"]"),
-        )],
+        plan_edits: vec![
+            (
+                "trunk = [\"sip:127.0.2.1:5060\"]".into(),
+                format!("trunk = [\"sip:{ip}:{sip_port}\"]"),
+            ),
+            (
+                "workorder_url = \"http://127.0.2.1:8080/workorders\"".into(),
+                format!("workorder_url = \"http://{ip}:{http_port}/workorders\""),
+            ),
+        ],
         config_edits: vec![
             (
                 "sources = [\"127.0.2.1\"]".into(),
-                format!(
-                    "sources = [\"{ip}\"]\noutbox_url = \"http://{ip}:{http_port}/workorders\""
-                ),
+                format!("sources = [\"{ip}\"]"),
             ),
             (
                 "callback_after_abandon_s = 30\n".into(),
@@ -199,6 +204,51 @@ fn a_call_handed_to_a_subcenter_makes_a_work_order_that_reaches_it_over_http() {
     );
     let s = scrape(&d);
     assert_eq!(sample(&s, "switchboard_outbox_backlog"), Some(0.0), "{s}");
+    rx.stop();
+}
+
+/// The endpoint is the line's own: a sub-center with no [[trunks]] entry in the config (it never
+/// calls 12345 back) still gets its orders.
+#[test]
+fn the_work_order_endpoint_is_the_dialplan_lines_even_without_a_trunk_entry() {
+    let ip = "127.0.4.6";
+    let (sip_port, http_port) = (free_port(ip), free_port(ip));
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(
+        ip,
+        http_port,
+        &dir.path().join("posts.jsonl"),
+        &dir.path().join("fail"),
+    );
+    let d = Daemon::start_with(Settings {
+        plan_edits: vec![
+            (
+                "trunk = [\"sip:127.0.2.1:5060\"]".into(),
+                format!("trunk = [\"sip:{ip}:{sip_port}\"]"),
+            ),
+            (
+                "workorder_url = \"http://127.0.2.1:8080/workorders\"".into(),
+                format!("workorder_url = \"http://{ip}:{http_port}/work-orders/tax\""),
+            ),
+        ],
+        ..Settings::default()
+    });
+    assert!(!std::fs::read_to_string(&d.config).unwrap().contains(ip));
+    subcenter_call(&d, ip, sip_port);
+    assert!(
+        wait_until(Duration::from_secs(10), || !rx.posts().is_empty()),
+        "no POST reached the sub-center\n--- daemon\n{}",
+        d.log()
+    );
+    let posts = rx.posts();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["path"], "/work-orders/tax");
+    assert_eq!(posts[0]["body"]["kind"], "subcenter-transfer");
+    assert_eq!(posts[0]["body"]["payload"]["line"], "12366");
+    assert!(
+        posts[0]["body"]["payload"]["subcenter"].is_null(),
+        "no trunk to name it"
+    );
     rx.stop();
 }
 

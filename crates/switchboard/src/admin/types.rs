@@ -115,7 +115,6 @@ pub struct Snapshot {
     pub unix_ms: i64,
     pub registrations: usize,
     pub queues: Vec<QueueInfo>,
-    pub agents: Vec<AgentInfo>,
     pub calls: usize,
     pub emergency: EmergencyTally,
 }

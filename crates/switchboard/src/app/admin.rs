@@ -141,7 +141,6 @@ impl Switch {
             unix_ms,
             registrations: self.registrar.binding_count(),
             queues: self.admin_queues(now),
-            agents: self.admin_agents(),
             calls: self.calls.len() + self.established.len(),
             emergency: self.emergency_tally,
         }

@@ -39,26 +39,33 @@ impl Switch {
         if cdr.work_order.is_some() || self.cdrs.is_none() {
             return Vec::new();
         }
+        // A sub-center line's orders go to its `workorder_url` (dialplan); its trunk in the
+        // config, found by the targets' addresses, only names the sub-center in the payload.
         let mut subcenter: Option<(WorkOrderKind, Option<&Trunk>)> = None;
+        let mut endpoint: Option<String> = None;
         if cdr.mode == Some(LineMode::Subcenter) {
-            let targets: Vec<IpAddr> = cdr
+            let mut targets: Vec<IpAddr> = Vec::new();
+            if let Some(dialplan::LineRoute::Subcenter {
+                trunk,
+                workorder_url,
+            }) = cdr
                 .line
                 .as_deref()
                 .and_then(|n| self.plan.line_by_number(n))
-                .map(|l| match &l.route {
-                    dialplan::LineRoute::Subcenter { trunk, .. } => trunk
-                        .iter()
-                        .filter_map(|t| {
-                            t.host
-                                .trim_start_matches('[')
-                                .trim_end_matches(']')
-                                .parse()
-                                .ok()
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                })
-                .unwrap_or_default();
+                .map(|l| &l.route)
+            {
+                targets = trunk
+                    .iter()
+                    .filter_map(|t| {
+                        t.host
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse()
+                            .ok()
+                    })
+                    .collect();
+                endpoint = Some(workorder_url.to_string());
+            }
             let answered_by = cdr
                 .target
                 .as_deref()
@@ -78,18 +85,18 @@ impl Switch {
             }
         }
         let waited = cdr.ended_ms - cdr.arrival_ms;
-        let (kind, trunk) = match subcenter {
-            Some(x) => x,
+        let (kind, trunk, endpoint) = match subcenter {
+            Some((kind, trunk)) => (kind, trunk, endpoint),
+            // 12345's own call-back: it stays here, nothing is POSTed.
             None if cdr.outcome == Outcome::Abandoned
                 && self.abandon_callback_ms > 0
                 && waited >= self.abandon_callback_ms
                 && cdr.mode != Some(LineMode::Emergency) =>
             {
-                (WorkOrderKind::AbandonedCallback, None)
+                (WorkOrderKind::AbandonedCallback, None, None)
             }
             None => return Vec::new(),
         };
-        let endpoint = trunk.and_then(|t| t.outbox_url.clone());
         let subcenter_name = trunk.map(|t| t.name.clone());
         let id = self.work_order_ids.next(cdr.ended_ms);
         let note = match kind {
