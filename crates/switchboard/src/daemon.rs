@@ -313,7 +313,11 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
             }
             TransportName::Tcp => {
                 let t = aux
-                    .spawn(TcpTransport::bind(l.addr, stream_limits.clone(), tx.clone()))
+                    .spawn(TcpTransport::bind(
+                        l.addr,
+                        stream_limits.clone(),
+                        tx.clone(),
+                    ))
                     .await
                     .context("TCP bind task")?
                     .with_context(|| format!("binding TCP {}", l.addr))?;
@@ -327,7 +331,12 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     .context("a TLS listener without a [tls] section")?;
                 let material = handle.current();
                 let t = aux
-                    .spawn(TcpTransport::bind_tls(l.addr, stream_limits.clone(), handle, tx.clone()))
+                    .spawn(TcpTransport::bind_tls(
+                        l.addr,
+                        stream_limits.clone(),
+                        handle,
+                        tx.clone(),
+                    ))
                     .await
                     .context("TLS bind task")?
                     .with_context(|| format!("binding TLS {}", l.addr))?;
