@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, LogFormat};
 
-/// jemalloc rather than glibc's malloc: the memory that loading a province's config peaks at (a
-/// TOML document of every account) goes back to the kernel instead of staying mapped, and the
-/// post-dial-delay tail is no worse (mimalloc, tried first, made it ten times worse; benches/README.md).
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -214,11 +208,6 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&setup.loaded.config.log);
-            // jemalloc's own thread returns freed pages to the kernel after its decay time (10 s),
-            // so the peak of loading a large config does not stay mapped.
-            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-                tracing::warn!(%e, "jemalloc background thread not started");
-            }
             // Two runtimes (ARCHITECTURE.md, "Threads"): SIP is received, routed and sent on this
             // one thread, so a message never waits for a wake-up of another thread; media pacing,
             // TCP connections and the admin listener get a second thread of their own.
