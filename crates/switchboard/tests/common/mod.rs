@@ -147,9 +147,13 @@ impl Daemon {
     /// Whether something answers OPTIONS on the daemon's SIP address within `limit` (probed every
     /// 20 ms, so a takeover is timed to about that).
     pub fn answers_within(&self, limit: Duration) -> bool {
+        self.options_answered(limit, Duration::from_millis(20), "probe")
+    }
+
+    /// Sends OPTIONS every `every` until a 200 comes back or `limit` passes.
+    fn options_answered(&self, limit: Duration, every: Duration, tag: &str) -> bool {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
+        sock.set_read_timeout(Some(every)).unwrap();
         let end = Instant::now() + limit;
         let mut n = 0;
         while Instant::now() < end {
@@ -157,7 +161,7 @@ impl Daemon {
             let msg = options(
                 &self.target(),
                 sock.local_addr().unwrap(),
-                &format!("probe{n}"),
+                &format!("{tag}{n}"),
             );
             let _ = sock.send_to(msg.as_bytes(), self.addr());
             let mut buf = [0u8; 4096];
@@ -231,27 +235,9 @@ impl Daemon {
     }
 
     fn wait_ready(&self) {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        let mut n = 0;
-        while Instant::now() < end {
-            n += 1;
-            let msg = options(
-                &self.target(),
-                sock.local_addr().unwrap(),
-                &format!("ready{n}"),
-            );
-            let _ = sock.send_to(msg.as_bytes(), self.addr());
-            let mut buf = [0u8; 4096];
-            if let Ok((len, _)) = sock.recv_from(&mut buf) {
-                if buf[..len].starts_with(b"SIP/2.0 200") {
-                    return;
-                }
-            }
+        if !self.options_answered(Duration::from_secs(10), Duration::from_millis(100), "ready") {
+            panic!("daemon did not answer OPTIONS; log:\n{}", self.log());
         }
-        panic!("daemon did not answer OPTIONS; log:\n{}", self.log());
     }
 }
 
