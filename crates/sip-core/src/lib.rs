@@ -7,5 +7,6 @@ pub mod framing;
 pub mod message;
 pub mod proxy;
 pub mod registrar;
+pub mod table;
 pub mod time;
 pub mod transaction;

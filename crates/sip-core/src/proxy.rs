@@ -14,7 +14,9 @@
 //! [`Proxy::poll_output`] and re-arm one timer at [`Proxy::poll_timeout`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::table::{IdMap, KeyIndex};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -220,10 +222,11 @@ enum TimerRef {
 /// The proxy core. One per worker; it is not shared.
 pub struct Proxy {
     cfg: ProxyConfig,
-    servers: HashMap<ServerId, ServerEntry>,
-    server_keys: HashMap<TxKey, ServerId>,
-    clients: HashMap<ClientId, ClientEntry>,
-    client_keys: HashMap<TxKey, ClientId>,
+    // Growing these never stalls a message (crate::table): entries boxed, keys' hashes kept.
+    servers: IdMap<ServerId, ServerEntry>,
+    server_keys: KeyIndex<TxKey, ServerId>,
+    clients: IdMap<ClientId, ClientEntry>,
+    client_keys: KeyIndex<TxKey, ClientId>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
     next_id: u64,
@@ -235,10 +238,10 @@ impl Proxy {
     pub fn new(cfg: ProxyConfig, salt: u64) -> Self {
         Proxy {
             cfg,
-            servers: HashMap::new(),
-            server_keys: HashMap::new(),
-            clients: HashMap::new(),
-            client_keys: HashMap::new(),
+            servers: IdMap::new(),
+            server_keys: KeyIndex::new(),
+            clients: IdMap::new(),
+            client_keys: KeyIndex::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             next_id: 1,
@@ -494,7 +497,7 @@ impl Proxy {
         let key = TxKey::server(&req);
         let method = req.method();
         if method == Method::Ack {
-            if let Some(&id) = self.server_keys.get(&key) {
+            if let Some(id) = self.server_keys.get(&key) {
                 if let Some(ServerEntry {
                     kind: ServerKind::Invite(tx),
                     ..
@@ -510,7 +513,7 @@ impl Proxy {
             self.forward_stateless_ack(source, req);
             return;
         }
-        if let Some(&id) = self.server_keys.get(&key) {
+        if let Some(id) = self.server_keys.get(&key) {
             let a = match self.servers.get_mut(&id).map(|e| &mut e.kind) {
                 Some(ServerKind::Invite(tx)) => tx.on_invite_retransmit(),
                 Some(ServerKind::NonInvite(tx)) => tx.on_retransmit(),
@@ -710,7 +713,7 @@ impl Proxy {
             }
             TxKey::Client { .. } => {}
         }
-        let Some(&invite_id) = self.server_keys.get(&key) else {
+        let Some(invite_id) = self.server_keys.get(&key) else {
             self.reply(now, cancel_id, 481, "Call/Transaction Does Not Exist");
             return;
         };
@@ -877,7 +880,7 @@ impl Proxy {
     // Responses
 
     fn handle_response(&mut self, now: Instant, resp: Response) {
-        let cid = TxKey::client_for_response(&resp).and_then(|k| self.client_keys.get(&k).copied());
+        let cid = TxKey::client_for_response(&resp).and_then(|k| self.client_keys.get(&k));
         let Some(cid) = cid else {
             self.forward_stateless_response(resp);
             return;
@@ -1358,9 +1361,7 @@ impl Proxy {
         let Some(e) = self.servers.remove(&id) else {
             return;
         };
-        if self.server_keys.get(&e.key) == Some(&id) {
-            self.server_keys.remove(&e.key);
-        }
+        self.server_keys.remove_if_eq(&e.key, id);
         // Branches still running keep their client transactions; they just lose their owner. A
         // ringing INVITE branch has no timer of its own (Proceeding waits for a final response) and
         // its Timer C went with the context: CANCEL it if that is not done yet, and end it 64·T1
@@ -1392,9 +1393,7 @@ impl Proxy {
 
     fn remove_client(&mut self, id: ClientId) {
         if let Some(c) = self.clients.remove(&id) {
-            if self.client_keys.get(&c.key) == Some(&id) {
-                self.client_keys.remove(&c.key);
-            }
+            self.client_keys.remove_if_eq(&c.key, id);
         }
     }
 
@@ -1497,7 +1496,7 @@ fn server_is_final(e: &ServerEntry) -> bool {
     }
 }
 
-fn server_is_final_id(servers: &HashMap<ServerId, ServerEntry>, id: ServerId) -> bool {
+fn server_is_final_id(servers: &IdMap<ServerId, ServerEntry>, id: ServerId) -> bool {
     servers.get(&id).is_none_or(server_is_final)
 }
 

@@ -23,6 +23,7 @@ use sip_core::proxy::{
     Transmit,
 };
 use sip_core::registrar::{BindingRecord, Registrar, RegistrarConfig, SourceInfo};
+use sip_core::table::IdMap;
 use sip_core::time::Instant;
 use sip_core::transaction::TimerConfig;
 use tracing::{debug, info, warn};
@@ -85,7 +86,7 @@ pub struct Switch {
     /// Agents per queue id, in config order (the interim queue: ring them one after another).
     queue_members: HashMap<String, Vec<String>>,
     /// Calls being hunted: the steps still to try.
-    calls: HashMap<ServerId, Call>,
+    calls: IdMap<ServerId, Call>,
     /// The seat manager (automatic call distribution); `None` without a seats file, when queues
     /// simply ring their agents in order.
     seats: Option<seat_manager::SeatManager>,
@@ -101,7 +102,7 @@ pub struct Switch {
     /// The store's writer (CDRs); `None` without a `[store]` section.
     cdrs: Option<store::Store>,
     /// CDR drafts of calls being placed.
-    drafts: HashMap<ServerId, store::Cdr>,
+    drafts: IdMap<ServerId, store::Cdr>,
     /// CDRs of answered calls, by SIP Call-ID, until their BYE.
     answered_cdrs: HashMap<Box<str>, store::Cdr>,
     /// HA: AORs whose bindings changed since they were last handed to the HA thread; `None`
@@ -231,7 +232,7 @@ impl Switch {
             plan,
             bridge,
             queue_members: queue_members(loaded),
-            calls: HashMap::new(),
+            calls: IdMap::new(),
             seats: seats.and_then(|c| match seat_manager::SeatManager::new(c) {
                 Ok(sm) => Some(sm),
                 Err(e) => {
@@ -245,7 +246,7 @@ impl Switch {
             refresh: BinaryHeap::new(),
             queued_refresh: Duration::from_secs(c.routing.queued_refresh_s.clamp(1, 60)),
             cdrs,
-            drafts: HashMap::new(),
+            drafts: IdMap::new(),
             answered_cdrs: HashMap::new(),
             reg_changes: None,
             open_call_max_ms: None,

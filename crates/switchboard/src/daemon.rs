@@ -394,38 +394,47 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
             "HA: serving, this long after taking the lock"
         );
     }
+    let mut turns = TurnClock::default();
     info!("switchboard running");
     loop {
         let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
         let sleep_until =
             deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        // Which kind of work this turn did and when it started (TurnClock).
+        let mut turn: Option<(&'static str, std::time::Instant)> = None;
         tokio::select! {
             // Emergency first, always.
             biased;
             Some(m) = erx.recv() => {
+                turn = Some(("emergency", std::time::Instant::now()));
                 let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
                 sw.on_message(clock.now(), peer, &m.bytes, &mut out);
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                let peer = Peer { transport: msg.transport, addr: msg.peer, conn: msg.conn };
-                sw.on_message(clock.now(), peer, &msg.bytes, &mut out);
                 // Take whatever else is already queued in this wake-up, each message's output sent
-                // before the next is handled: a message never waits for the rest of its batch.
+                // before the next is handled: a message never waits for the rest of its batch. Each
+                // message is timed on its own (its handling and its sends).
+                let mut first = Some(msg);
                 for _ in 0..64 {
+                    let m = match first.take() {
+                        Some(m) => m,
+                        None => match rx.try_recv() {
+                            Ok(m) => m,
+                            Err(_) => break,
+                        },
+                    };
+                    let started = std::time::Instant::now();
+                    let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
+                    sw.on_message(clock.now(), peer, &m.bytes, &mut out);
                     for t in out.drain(..) {
                         sender.send(t).await;
                     }
-                    match rx.try_recv() {
-                        Ok(m) => {
-                            let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
-                            sw.on_message(clock.now(), peer, &m.bytes, &mut out);
-                        }
-                        Err(_) => break,
-                    }
+                    turns.record("sip", started.elapsed());
                 }
             }
             _ = tokio::time::sleep_until(sleep_until) => {
+                turn = Some(("timers", std::time::Instant::now()));
                 sw.on_timeout(clock.now(), &mut out);
             }
             _ = sigterm.recv() => {
@@ -456,6 +465,8 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                 }
             }
             _ = stats_tick.tick() => {
+                turn = Some(("stats", std::time::Instant::now()));
+                turns.publish();
                 if let Some(h) = &ha {
                     sw.close_lost_calls(clock.now());
                     h.shared.bindings.store(sw.registrar.binding_count() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -466,53 +477,61 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                 snap_tx.send_replace(Arc::new(sw.admin_snapshot(clock.now(), unix_now_ms())));
             }
             Some(req) = admin_rx.recv() => {
+                turn = Some(("admin", std::time::Instant::now()));
                 crate::admin::answer(&mut sw, clock.now(), req, &mut out, &mut pending_reloads, || {
                     info!("admin API: reloading config and dialplans");
                     reload_requests.notify_one();
                 });
             }
             _ = wall_tick.tick() => {
+                turn = Some(("rosters", std::time::Instant::now()));
                 sw.on_wall_clock(clock.now(), unix_now());
             }
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading config and dialplans");
                 reload_requests.notify_one();
             }
-            Some(result) = reload_rx.recv() => match result {
-                Ok(new) => {
-                    if new.loaded.config.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr)).ne(c.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr))) {
-                        warn!("reload: listener changes need a restart; the listeners stay as they are");
+            Some(result) = reload_rx.recv() => {
+                turn = Some(("reload", std::time::Instant::now()));
+                match result {
+                    Ok(new) => {
+                        if new.loaded.config.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr)).ne(c.sip.listen.iter().map(|l| (l.get_ref().transport, l.get_ref().addr))) {
+                            warn!("reload: listener changes need a restart; the listeners stay as they are");
+                        }
+                        sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
+                        // New handshakes present the reloaded certificate; connections up keep theirs.
+                        if let (Some(h), Some(m)) = (&tls_handle, new.tls.clone()) {
+                            let (cert, sha256) = (m.cert_file.display().to_string(), m.fingerprint.clone());
+                            h.replace(m);
+                            info!(%cert, %sha256, "reload: TLS certificate in service for new connections");
+                        }
+                        if new.seats.is_some() {
+                            info!("reload: the seat manager keeps its running queues, agents and rosters (restart to change them)");
+                        }
+                        metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "ok").increment(1);
+                        for r in pending_reloads.drain(..) {
+                            let _ = r.send(crate::admin::ReloadResult { ok: true, plan: Some(new.plan.name().to_string()), errors: Vec::new() });
+                        }
+                        info!(plan = %new.plan.name(), lines = new.plan.lines().len(), "reload: new config and dialplan in service");
                     }
-                    sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
-                    // New handshakes present the reloaded certificate; connections up keep theirs.
-                    if let (Some(h), Some(m)) = (&tls_handle, new.tls.clone()) {
-                        let (cert, sha256) = (m.cert_file.display().to_string(), m.fingerprint.clone());
-                        h.replace(m);
-                        info!(%cert, %sha256, "reload: TLS certificate in service for new connections");
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "error").increment(1);
+                        for r in pending_reloads.drain(..) {
+                            let _ = r.send(crate::admin::ReloadResult { ok: false, plan: None, errors: e.0.clone() });
+                        }
+                        for line in &e.0 {
+                            error!("reload refused: {line}");
+                        }
+                        error!(errors = e.0.len(), "reload refused; the running config and dialplan stay in service");
                     }
-                    if new.seats.is_some() {
-                        info!("reload: the seat manager keeps its running queues, agents and rosters (restart to change them)");
-                    }
-                    metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "ok").increment(1);
-                    for r in pending_reloads.drain(..) {
-                        let _ = r.send(crate::admin::ReloadResult { ok: true, plan: Some(new.plan.name().to_string()), errors: Vec::new() });
-                    }
-                    info!(plan = %new.plan.name(), lines = new.plan.lines().len(), "reload: new config and dialplan in service");
                 }
-                Err(e) => {
-                    metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "error").increment(1);
-                    for r in pending_reloads.drain(..) {
-                        let _ = r.send(crate::admin::ReloadResult { ok: false, plan: None, errors: e.0.clone() });
-                    }
-                    for line in &e.0 {
-                        error!("reload refused: {line}");
-                    }
-                    error!(errors = e.0.len(), "reload refused; the running config and dialplan stay in service");
-                }
-            },
+            }
         }
         for t in out.drain(..) {
             sender.send(t).await;
+        }
+        if let Some((what, started)) = turn {
+            turns.record(what, started.elapsed());
         }
         // HA: the bindings the REGISTERs of this turn changed, right after their 200 OKs went out.
         if let Some(h) = &ha {
@@ -848,6 +867,46 @@ fn resp_dest(via: &sip_core::message::Via, peer: SocketAddr) -> SocketAddr {
 }
 
 /// Writes the registration file off the hot path; only the newest text matters.
+/// How long the SIP core's loop turns take, from the wake-up to the last datagram of the turn sent
+/// (a SIP message's turn is its own handling and sends, even when several were queued together).
+/// Every message waits for the turn in progress, so a long turn is a post-dial delay for every call
+/// arriving meanwhile: turns of [`SLOW_TURN`] or more are counted (`switchboard_core_slow_turns_total`
+/// by `what`) and logged at most every 10 s; the busy time is published once a second
+/// (`switchboard_core_busy_microseconds_total`: its rate is the core's load, 1e6 = saturated).
+#[derive(Default)]
+struct TurnClock {
+    busy: Duration,
+    last_warned: Option<std::time::Instant>,
+}
+
+const SLOW_TURN: Duration = Duration::from_millis(5);
+
+impl TurnClock {
+    fn record(&mut self, what: &'static str, took: Duration) {
+        self.busy += took;
+        if took < SLOW_TURN {
+            return;
+        }
+        metrics::counter!(crate::metrics::CORE_SLOW_TURNS, "what" => what).increment(1);
+        if self
+            .last_warned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_warned = Some(std::time::Instant::now());
+            warn!(
+                what,
+                ms = format!("{:.1}", took.as_secs_f64() * 1e3),
+                "SIP core: a slow turn; every message arriving meanwhile waited for it"
+            );
+        }
+    }
+
+    fn publish(&mut self) {
+        metrics::counter!(crate::metrics::CORE_BUSY).increment(self.busy.as_micros() as u64);
+        self.busy = Duration::ZERO;
+    }
+}
+
 async fn state_writer(path: PathBuf, mut rx: mpsc::Receiver<String>) {
     while let Some(text) = rx.recv().await {
         let p = path.clone();

@@ -86,6 +86,12 @@ pub const MEDIA_BIND_FAILURES: &str = "switchboard_media_bind_failures_total";
 /// TLS handshakes that failed or timed out, by `side` = `accept` (a peer connecting to our TLS
 /// listener: junk, an old protocol, a certificate it refused) | `connect` (a server we connected to).
 pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_total";
+/// Time the SIP core spent working (handling messages, timers, stats), µs; its rate is the core's
+/// load (1e6 per second = saturated).
+pub const CORE_BUSY: &str = "switchboard_core_busy_microseconds_total";
+/// SIP core loop turns of 5 ms or more, by `what` = `sip` | `emergency` | `timers` | `stats` |
+/// `admin` | `rosters` | `reload`: every message arriving during one waited for it.
+pub const CORE_SLOW_TURNS: &str = "switchboard_core_slow_turns_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -103,6 +109,14 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         )?
         .install_recorder()?;
     describe_counter!(CONFIG_RELOADS, "Reloads of config and dialplans, by result");
+    describe_counter!(
+        CORE_BUSY,
+        "Time the SIP core spent working, in microseconds (rate 1e6/s = saturated)"
+    );
+    describe_counter!(
+        CORE_SLOW_TURNS,
+        "SIP core loop turns of 5 ms or more (every message waited for them), by what the turn did"
+    );
     describe_gauge!(
         HA_ACTIVE,
         "1 while this node of the HA pair holds the lock and serves"

@@ -111,6 +111,10 @@ fn a_scrape_after_calls_shows_the_calls_the_queue_kpis_and_the_agents() {
         .sum();
     assert_eq!(ended, 2.0, "{m}");
     assert_eq!(sample(&m, "switchboard_store_backlog"), Some(0.0), "{m}");
+    // The core's busy time: some work done (two calls, registrations), far from a saturated second
+    // per second of uptime.
+    let busy = sample(&m, "switchboard_core_busy_microseconds_total").unwrap_or(0.0);
+    assert!(busy > 0.0 && busy < 5e6, "busy {busy} µs\n{m}");
     // A reload (SIGHUP) is counted.
     d.signal("HUP");
     std::thread::sleep(Duration::from_millis(1500));
