@@ -288,6 +288,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
     // The reserved path: emergency INVITEs never wait behind (or get dropped with) other traffic.
     let (etx, mut erx) = mpsc::channel::<Inbound>(EMERGENCY_QUEUE);
     let mut udp: Vec<Arc<UdpSocket>> = Vec::new();
+    let mut peeks: Vec<UdpPeek> = Vec::new();
     let mut tcp: Vec<TcpTransport> = Vec::new();
     let mut tls: Vec<TcpTransport> = Vec::new();
     // One handle for every TLS listener: a reload swaps the certificate in it for all of them.
@@ -309,11 +310,15 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                         .with_context(|| format!("binding UDP {}", l.addr))?,
                 );
                 info!(addr = %l.addr, "listening on UDP");
+                let local = sock.local_addr().unwrap_or(l.addr);
+                let max = c.sip.max_message_bytes;
+                peeks.push(
+                    UdpPeek::new(&sock, UdpIntake::new(local, max, tx.clone(), etx.clone()))
+                        .with_context(|| format!("a second descriptor of UDP {}", l.addr))?,
+                );
                 tokio::spawn(udp_receiver(
                     sock.clone(),
-                    tx.clone(),
-                    etx.clone(),
-                    c.sip.max_message_bytes,
+                    UdpIntake::new(local, max, tx.clone(), etx.clone()),
                 ));
                 udp.push(sock);
             }
@@ -395,6 +400,8 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         );
     }
     let mut turns = TurnClock::default();
+    // The 100 Trying responses of a batch of SIP messages (below).
+    let mut trying: Vec<Transmit> = Vec::with_capacity(64);
     info!("switchboard running");
     loop {
         let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
@@ -402,37 +409,16 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
             deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         // Which kind of work this turn did and when it started (TurnClock).
         let mut turn: Option<(&'static str, std::time::Instant)> = None;
+        // The first SIP message of this wake-up (the batch below takes the rest).
+        let mut first: Option<Inbound> = None;
         tokio::select! {
             // Emergency first, always.
             biased;
-            Some(m) = erx.recv() => {
-                turn = Some(("emergency", std::time::Instant::now()));
-                let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
-                sw.on_message(clock.now(), peer, &m.bytes, &mut out);
-            }
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                // Take whatever else is already queued in this wake-up, each message's output sent
-                // before the next is handled: a message never waits for the rest of its batch. Each
-                // message is timed on its own (its handling and its sends).
-                let mut first = Some(msg);
-                for _ in 0..64 {
-                    let m = match first.take() {
-                        Some(m) => m,
-                        None => match rx.try_recv() {
-                            Ok(m) => m,
-                            Err(_) => break,
-                        },
-                    };
-                    let started = std::time::Instant::now();
-                    let peer = Peer { transport: m.transport, addr: m.peer, conn: m.conn };
-                    sw.on_message(clock.now(), peer, &m.bytes, &mut out);
-                    for t in out.drain(..) {
-                        sender.send(t).await;
-                    }
-                    turns.record("sip", started.elapsed());
-                }
-            }
+            Some(m) = erx.recv() => first = Some(m),
+            msg = rx.recv() => match msg {
+                Some(m) => first = Some(m),
+                None => break,
+            },
             _ = tokio::time::sleep_until(sleep_until) => {
                 turn = Some(("timers", std::time::Instant::now()));
                 sw.on_timeout(clock.now(), &mut out);
@@ -525,6 +511,41 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                         error!(errors = e.0.len(), "reload refused; the running config and dialplan stay in service");
                     }
                 }
+            }
+        }
+        // SIP messages: this one and whatever else is already queued, up to 64, each timed on its
+        // own, each one's output sent before the next is handled (a message never waits for the
+        // rest of its batch). The reserved queue (responses, emergency INVITEs) goes first at every
+        // step. A 100 Trying only stops the upstream's retransmissions (T1, 500 ms, away): the
+        // batch's 100s go out after its forwards and other answers.
+        if let Some(m) = first.take() {
+            let mut next = Some(m);
+            for left in (0..64).rev() {
+                let Some(m) = next.take() else { break };
+                let started = std::time::Instant::now();
+                let peer = Peer {
+                    transport: m.transport,
+                    addr: m.peer,
+                    conn: m.conn,
+                };
+                sw.on_message(clock.now(), peer, &m.bytes, &mut out);
+                for t in out.drain(..) {
+                    if t.bytes.starts_with(b"SIP/2.0 100 ") {
+                        trying.push(t);
+                    } else {
+                        sender.send(t).await;
+                    }
+                }
+                turns.record("sip", started.elapsed());
+                if left > 0 {
+                    for p in &mut peeks {
+                        p.drain();
+                    }
+                    next = erx.try_recv().or_else(|_| rx.try_recv()).ok();
+                }
+            }
+            for t in trying.drain(..) {
+                sender.send(t).await;
             }
         }
         for t in out.drain(..) {
@@ -801,21 +822,72 @@ impl Sender {
     }
 }
 
-/// Receives datagrams and hands them to the core. Oversized datagrams get 513 here.
-async fn udp_receiver(
-    sock: Arc<UdpSocket>,
+/// Takes datagrams off a UDP socket into the core's queues. Responses (they finish calls already
+/// placed) and emergency INVITEs take the reserved queue; junk, which is what a flood is made of,
+/// never looks like either. When the main queue is full the datagram is dropped (the sender
+/// retransmits). Oversized datagrams get 513 here.
+struct UdpIntake {
+    local: SocketAddr,
+    buf: Vec<u8>,
+    max: usize,
     tx: mpsc::Sender<Inbound>,
     emergency: mpsc::Sender<Inbound>,
-    max: usize,
-) {
-    let local = sock
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut buf = vec![0u8; max + 1];
-    let mut full_log = LogLimiter::new(Duration::from_secs(1));
-    let mut big_log = LogLimiter::new(Duration::from_secs(1));
+    full_log: LogLimiter,
+    big_log: LogLimiter,
+}
+
+impl UdpIntake {
+    fn new(
+        local: SocketAddr,
+        max: usize,
+        tx: mpsc::Sender<Inbound>,
+        emergency: mpsc::Sender<Inbound>,
+    ) -> Self {
+        UdpIntake {
+            local,
+            buf: vec![0u8; max + 1],
+            max,
+            tx,
+            emergency,
+            full_log: LogLimiter::new(Duration::from_secs(1)),
+            big_log: LogLimiter::new(Duration::from_secs(1)),
+        }
+    }
+
+    /// Queues the `n` bytes just received into `buf`; returns a 513 to send back, if any.
+    fn take(&mut self, n: usize, peer: SocketAddr) -> Option<(Bytes, SocketAddr)> {
+        if n > self.max {
+            if let Some(n) = self.big_log.allow() {
+                warn!(%peer, suppressed = n, "oversized datagram: 513");
+            }
+            let resp = sip_core::message::too_large_response(&self.buf[..n])?;
+            return Some((resp.bytes.clone(), resp_dest(&resp.via, peer)));
+        }
+        let msg = Inbound {
+            transport: Transport::Udp,
+            local: self.local,
+            peer,
+            conn: None,
+            bytes: Bytes::copy_from_slice(&self.buf[..n]),
+        };
+        let urgent = msg.bytes.starts_with(b"SIP/2.0 ") || looks_like_emergency(&msg.bytes);
+        let tx = if urgent { &self.emergency } else { &self.tx };
+        if tx.try_send(msg).is_err() {
+            if let Some(n) = self.full_log.allow() {
+                warn!(
+                    suppressed = n,
+                    "core queue full: datagram dropped (the sender retransmits)"
+                );
+            }
+        }
+        None
+    }
+}
+
+/// Receives datagrams whenever the socket is readable and queues them for the core.
+async fn udp_receiver(sock: Arc<UdpSocket>, mut intake: UdpIntake) {
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer) = match sock.recv_from(&mut intake.buf).await {
             Ok(x) => x,
             Err(e) => {
                 // ICMP port unreachable and the like surface here on Linux; keep receiving.
@@ -823,32 +895,43 @@ async fn udp_receiver(
                 continue;
             }
         };
-        if n > max {
-            if let Some(n) = big_log.allow() {
-                warn!(%peer, suppressed = n, "oversized datagram: 513");
-            }
-            if let Some(resp) = sip_core::message::too_large_response(&buf[..n]) {
-                let _ = sock.try_send_to(&resp.bytes, resp_dest(&resp.via, peer));
-            }
-            continue;
+        if let Some((resp, dest)) = intake.take(n, peer) {
+            let _ = sock.try_send_to(&resp, dest);
         }
-        let msg = Inbound {
-            transport: Transport::Udp,
-            local,
-            peer,
-            conn: None,
-            bytes: Bytes::copy_from_slice(&buf[..n]),
-        };
-        // Responses finish calls already placed, and emergency INVITEs must never wait: both take the
-        // reserved path. Junk, which is what a flood is made of, never looks like either.
-        let urgent = msg.bytes.starts_with(b"SIP/2.0 ") || looks_like_emergency(&msg.bytes);
-        let tx = if urgent { &emergency } else { &tx };
-        if tx.try_send(msg).is_err() {
-            if let Some(n) = full_log.allow() {
-                warn!(
-                    suppressed = n,
-                    "core queue full: datagram dropped (the sender retransmits)"
-                );
+    }
+}
+
+/// The core's own look at a UDP socket between two messages of a batch (a second descriptor of the
+/// same socket, read without waiting): what arrived while the last message was handled is queued
+/// at once, so a response or an emergency INVITE that came in meanwhile is handled next instead
+/// of after the rest of the batch. The receiver task and this read the same socket in turn on the
+/// one SIP thread, so datagrams keep their order.
+struct UdpPeek {
+    sock: std::net::UdpSocket,
+    intake: UdpIntake,
+}
+
+impl UdpPeek {
+    fn new(sock: &UdpSocket, intake: UdpIntake) -> std::io::Result<Self> {
+        let sock: std::net::UdpSocket = socket2::SockRef::from(sock).try_clone()?.into();
+        Ok(UdpPeek { sock, intake })
+    }
+
+    /// Queues what the socket holds now (at most 256 datagrams), without waiting.
+    fn drain(&mut self) {
+        for _ in 0..256 {
+            match self.sock.recv_from(&mut self.intake.buf) {
+                Ok((n, peer)) => {
+                    if let Some((resp, dest)) = self.intake.take(n, peer) {
+                        let _ = self.sock.send_to(&resp, dest);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // ICMP port unreachable and the like: the next datagram may be fine.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(%e, "UDP receive error");
+                }
             }
         }
     }
@@ -866,7 +949,6 @@ fn resp_dest(via: &sip_core::message::Via, peer: SocketAddr) -> SocketAddr {
     .addr
 }
 
-/// Writes the registration file off the hot path; only the newest text matters.
 /// How long the SIP core's loop turns take, from the wake-up to the last datagram of the turn sent
 /// (a SIP message's turn is its own handling and sends, even when several were queued together).
 /// Every message waits for the turn in progress, so a long turn is a post-dial delay for every call
@@ -907,6 +989,7 @@ impl TurnClock {
     }
 }
 
+/// Writes the registration file off the hot path; only the newest text matters.
 async fn state_writer(path: PathBuf, mut rx: mpsc::Receiver<String>) {
     while let Some(text) = rx.recv().await {
         let p = path.clone();

@@ -89,8 +89,9 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_tot
 /// Time the SIP core spent working (handling messages, timers, stats), µs; its rate is the core's
 /// load (1e6 per second = saturated).
 pub const CORE_BUSY: &str = "switchboard_core_busy_microseconds_total";
-/// SIP core loop turns of 5 ms or more, by `what` = `sip` | `emergency` | `timers` | `stats` |
-/// `admin` | `rosters` | `reload`: every message arriving during one waited for it.
+/// SIP core loop turns of 5 ms or more, by `what` = `sip` (one message: its handling and sends) |
+/// `timers` | `stats` | `admin` | `rosters` | `reload`: every message arriving during one waited
+/// for it.
 pub const CORE_SLOW_TURNS: &str = "switchboard_core_slow_turns_total";
 /// Build information (`version`), always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
