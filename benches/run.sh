@@ -7,7 +7,10 @@
 #                  [--reg-users N] [--rss-regs N] [--rss-rate R] [--rss-warmup S] [--rss-linger S]
 #                  [--switchboard-bin PATH] [--switchboard-config PATH]
 #                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR] [--no-build]
+#                  [--proxy-sched default|nice:N|fifo:N]
 #
+# --proxy-sched starts every proxy under test (both targets alike, with all their processes and
+# threads) under `nice -n N` or `chrt -f N` (SCHED_FIFO priority N); default: neither.
 # Phase `calls`: for every target and every rate of the ladder it starts a fresh proxy, registers
 # --agents agents (digest) from the UAS's ip:port, starts the SIPp UAS there, then a SIPp UAC that
 # dials the merge-line NUMBER rate*duration times at that rate (bounded by -m, SIPp's own -timeout
@@ -47,6 +50,7 @@ SWITCHBOARD_CONFIG="${SWITCHBOARD_CONFIG:-}"
 SWITCHBOARD_CMD="${SWITCHBOARD_CMD:-}"
 # The digest realm of the generated agents (password bench-<user>, benches/gen_agents.py).
 SB_REALM="${BENCH_SWITCHBOARD_REALM:-12345.qh}"
+PROXY_SCHED="${BENCH_PROXY_SCHED:-default}"
 
 
 BUILD="${BENCH_BUILD:-1}"
@@ -81,6 +85,7 @@ while [[ $# -gt 0 ]]; do
 		--switchboard-cmd) SWITCHBOARD_CMD="$2"; shift 2 ;;
 		--results-dir) RESULTS_DIR="$2"; shift 2 ;;
 		--no-build) BUILD=0; shift ;;
+		--proxy-sched) PROXY_SCHED="$2"; shift 2 ;;
 		-h|--help) usage 0 ;;
 		*) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
 	esac
@@ -109,6 +114,13 @@ for ph in $PHASES; do
 done
 [[ "$PDD_RATE" == auto || "$PDD_RATE" =~ ^[0-9]+$ ]] || { echo "--pdd-rate: auto or calls/s" >&2; exit 2; }
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+# The scheduling both proxies run under (the load generators always run as they are).
+case "$PROXY_SCHED" in
+	default) SCHED_PREFIX=() ;;
+	nice:-[0-9]*|nice:[0-9]*) SCHED_PREFIX=(nice -n "${PROXY_SCHED#nice:}") ;;
+	fifo:[0-9]*) SCHED_PREFIX=(chrt -f "${PROXY_SCHED#fifo:}") ;;
+	*) echo "--proxy-sched: default, nice:N or fifo:N" >&2; exit 2 ;;
+esac
 
 for tool in sipp timeout pgrep ss python3 $(has_phase pdd && echo tcpdump); do
 	command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 2; }
@@ -234,7 +246,7 @@ start_kamailio() { # listen_port uas_port dir -> sets PROXY_PID
 	local lport="$1" uport="$2" dir="$3"
 	mkdir -p "$dir/run"
 	(cd "$dir" && exec timeout -k 5 "$PROC_LIMIT" \
-		kamailio -f "$HERE/kamailio/kamailio.cfg" -DD -E \
+		"${SCHED_PREFIX[@]}" kamailio -f "$HERE/kamailio/kamailio.cfg" -DD -E \
 		-l "udp:$PROXY_ADDR:$lport" -n "$WORKERS" \
 		-A "MERGE_NUMBER=\"$NUMBER\"" -A "AGENT_USER=\"$AGENT_FIRST\"" -A "REALM=\"$SB_REALM\"" \
 		-A "UAS_URI=\"sip:$UAS_ADDR:$uport\"" \
@@ -278,7 +290,7 @@ start_switchboard() { # listen_port uas_port dir agents_dir with_seats(0|1) -> s
 			BENCH_UAS_PORT="$uport" BENCH_UAS="$UAS_ADDR:$uport" BENCH_NUMBER="$NUMBER" \
 			BENCH_WORKERS="$WORKERS" BENCH_TMPDIR="$dir" BENCH_ROOT="$ROOT" \
 			SWITCHBOARD_BIN="$SWITCHBOARD_BIN" SWITCHBOARD_CONFIG="$cfg" &&
-		exec timeout -k 5 "$PROC_LIMIT" bash -c "$cmd" \
+		exec timeout -k 5 "$PROC_LIMIT" "${SCHED_PREFIX[@]}" bash -c "$cmd" \
 		>"$dir/proxy.out" 2>&1 </dev/null) &
 	PROXY_PID=$!
 	STARTED_PIDS+=("$PROXY_PID")
@@ -596,7 +608,7 @@ cp "$PDD_TSV" "$RESULTS_DIR/bench-$STAMP.pdd.tsv"
 {
 	echo "# switchboard macro bench, $(date -u +'%Y-%m-%d %H:%M UTC')"
 	echo
-	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $(uname -sr); load average before the report: $(cut -d' ' -f1-3 /proc/loadavg)."
+	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $(uname -sr); load average before the report: $(cut -d' ' -f1-3 /proc/loadavg). Proxies' scheduling (both targets): ${PROXY_SCHED} (\`--proxy-sched\`)."
 	echo "SIPp UAC $UAC_ADDR -> proxy $PROXY_ADDR -> SIPp UAS $UAS_ADDR, UDP, $WORKERS proxy workers."
 	if has_phase calls; then
 		echo

@@ -400,8 +400,6 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         );
     }
     let mut turns = TurnClock::default();
-    // The 100 Trying responses of a batch of SIP messages (below).
-    let mut trying: Vec<Transmit> = Vec::with_capacity(64);
     info!("switchboard running");
     loop {
         let deadline = sw.next_deadline().map(|d| clock.to_tokio(d));
@@ -516,8 +514,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         // SIP messages: this one and whatever else is already queued, up to 64, each timed on its
         // own, each one's output sent before the next is handled (a message never waits for the
         // rest of its batch). The reserved queue (responses, emergency INVITEs) goes first at every
-        // step. A 100 Trying only stops the upstream's retransmissions (T1, 500 ms, away): the
-        // batch's 100s go out after its forwards and other answers.
+        // step.
         if let Some(m) = first.take() {
             let mut next = Some(m);
             for left in (0..64).rev() {
@@ -529,12 +526,23 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     conn: m.conn,
                 };
                 sw.on_message(clock.now(), peer, &m.bytes, &mut out);
+                // A 100 Trying goes after the requests this message forwards, never after
+                // another response: the forwarded INVITE leaves one `sendto` earlier.
+                let mut trying = None;
                 for t in out.drain(..) {
-                    if t.bytes.starts_with(b"SIP/2.0 100 ") {
-                        trying.push(t);
-                    } else {
-                        sender.send(t).await;
+                    if t.bytes.starts_with(b"SIP/2.0 ") {
+                        if trying.is_none() && t.bytes.starts_with(b"SIP/2.0 100 ") {
+                            trying = Some(t);
+                            continue;
+                        }
+                        if let Some(hundred) = trying.take() {
+                            sender.send(hundred).await;
+                        }
                     }
+                    sender.send(t).await;
+                }
+                if let Some(hundred) = trying {
+                    sender.send(hundred).await;
                 }
                 turns.record("sip", started.elapsed());
                 if left > 0 {
@@ -543,9 +551,6 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     }
                     next = erx.try_recv().or_else(|_| rx.try_recv()).ok();
                 }
-            }
-            for t in trying.drain(..) {
-                sender.send(t).await;
             }
         }
         for t in out.drain(..) {
