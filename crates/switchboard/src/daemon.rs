@@ -413,14 +413,16 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
             // Emergency first, always.
             biased;
             Some(m) = erx.recv() => first = Some(m),
-            msg = rx.recv() => match msg {
-                Some(m) => first = Some(m),
-                None => break,
-            },
+            // Due timers before new requests: under a load that never lets the queue run dry,
+            // retransmissions and timeouts still run (each batch is at most 64 messages).
             _ = tokio::time::sleep_until(sleep_until) => {
                 turn = Some(("timers", std::time::Instant::now()));
                 sw.on_timeout(clock.now(), &mut out);
             }
+            msg = rx.recv() => match msg {
+                Some(m) => first = Some(m),
+                None => break,
+            },
             _ = sigterm.recv() => {
                 info!("SIGTERM: draining (no new calls; open transactions finish)");
                 sw.start_draining();
