@@ -224,9 +224,9 @@ pub struct Proxy {
     cfg: ProxyConfig,
     // Growing these never stalls a message (crate::table): entries boxed, keys' hashes kept.
     servers: IdMap<ServerId, ServerEntry>,
-    server_keys: KeyIndex<TxKey, ServerId>,
+    server_keys: KeyIndex<ServerId>,
     clients: IdMap<ClientId, ClientEntry>,
-    client_keys: KeyIndex<TxKey, ClientId>,
+    client_keys: KeyIndex<ClientId>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
     next_id: u64,
@@ -497,7 +497,7 @@ impl Proxy {
         let key = TxKey::server(&req);
         let method = req.method();
         if method == Method::Ack {
-            if let Some(id) = self.server_keys.get(&key) {
+            if let Some(id) = self.server_by_key(&key) {
                 if let Some(ServerEntry {
                     kind: ServerKind::Invite(tx),
                     ..
@@ -513,7 +513,7 @@ impl Proxy {
             self.forward_stateless_ack(source, req);
             return;
         }
-        if let Some(id) = self.server_keys.get(&key) {
+        if let Some(id) = self.server_by_key(&key) {
             let a = match self.servers.get_mut(&id).map(|e| &mut e.kind) {
                 Some(ServerKind::Invite(tx)) => tx.on_invite_retransmit(),
                 Some(ServerKind::NonInvite(tx)) => tx.on_retransmit(),
@@ -534,7 +534,7 @@ impl Proxy {
         self.servers.insert(
             id,
             ServerEntry {
-                key: key.clone(),
+                key,
                 kind,
                 peer,
                 request: Some(req.clone()),
@@ -543,7 +543,7 @@ impl Proxy {
                 with_app: false,
             },
         );
-        self.server_keys.insert(key, id);
+        self.index_server(id);
 
         if method == Method::Invite {
             // §16.2: answer 100 at once so the upstream stops retransmitting.
@@ -713,7 +713,7 @@ impl Proxy {
             }
             TxKey::Client { .. } => {}
         }
-        let Some(invite_id) = self.server_keys.get(&key) else {
+        let Some(invite_id) = self.server_by_key(&key) else {
             self.reply(now, cancel_id, 481, "Call/Transaction Does Not Exist");
             return;
         };
@@ -852,13 +852,13 @@ impl Proxy {
         self.clients.insert(
             cid,
             ClientEntry {
-                key: key.clone(),
+                key,
                 kind,
                 peer,
                 owner: Some((id, bidx)),
             },
         );
-        self.client_keys.insert(key, cid);
+        self.index_client(cid);
         if let Some(t) = timer_c {
             self.schedule(TimerRef::TimerC(id, bidx), Some(t));
         }
@@ -880,7 +880,7 @@ impl Proxy {
     // Responses
 
     fn handle_response(&mut self, now: Instant, resp: Response) {
-        let cid = TxKey::client_for_response(&resp).and_then(|k| self.client_keys.get(&k));
+        let cid = TxKey::client_for_response(&resp).and_then(|k| self.client_by_key(&k));
         let Some(cid) = cid else {
             self.forward_stateless_response(resp);
             return;
@@ -1101,7 +1101,7 @@ impl Proxy {
             branch: cancel.meta.via.branch.clone().unwrap_or_default(),
             method: crate::transaction::MethodKey::Cancel,
         };
-        if self.client_keys.contains_key(&key) {
+        if self.client_by_key(&key).is_some() {
             return false;
         }
         let (tx, actions) = NonInviteClient::start(
@@ -1114,13 +1114,13 @@ impl Proxy {
         self.clients.insert(
             ccid,
             ClientEntry {
-                key: key.clone(),
+                key,
                 kind: ClientKind::NonInvite(tx),
                 peer,
                 owner: None,
             },
         );
-        self.client_keys.insert(key, ccid);
+        self.index_client(ccid);
         self.apply_client_actions(now, ccid, actions);
         true
     }
@@ -1357,11 +1357,47 @@ impl Proxy {
         self.schedule(TimerRef::Client(id), self.client_deadline(id));
     }
 
+    fn server_by_key(&self, key: &TxKey) -> Option<ServerId> {
+        let servers = &self.servers;
+        let h = self.server_keys.hash(key);
+        self.server_keys
+            .find(h, |id| servers.get(&id).is_some_and(|e| e.key == *key))
+    }
+
+    fn client_by_key(&self, key: &TxKey) -> Option<ClientId> {
+        let clients = &self.clients;
+        let h = self.client_keys.hash(key);
+        self.client_keys
+            .find(h, |id| clients.get(&id).is_some_and(|c| c.key == *key))
+    }
+
+    /// Files a server transaction just stored under its key (replacing an older one's).
+    fn index_server(&mut self, id: ServerId) {
+        let Some(e) = self.servers.get(&id) else {
+            return;
+        };
+        let servers = &self.servers;
+        let h = self.server_keys.hash(&e.key);
+        self.server_keys
+            .insert(h, id, |o| servers.get(&o).is_some_and(|x| x.key == e.key));
+    }
+
+    /// Files a client transaction just stored under its key (replacing an older one's).
+    fn index_client(&mut self, id: ClientId) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        let clients = &self.clients;
+        let h = self.client_keys.hash(&c.key);
+        self.client_keys
+            .insert(h, id, |o| clients.get(&o).is_some_and(|x| x.key == c.key));
+    }
+
     fn remove_server(&mut self, now: Instant, id: ServerId) {
         let Some(e) = self.servers.remove(&id) else {
             return;
         };
-        self.server_keys.remove_if_eq(&e.key, id);
+        self.server_keys.remove(self.server_keys.hash(&e.key), id);
         // Branches still running keep their client transactions; they just lose their owner. A
         // ringing INVITE branch has no timer of its own (Proceeding waits for a final response) and
         // its Timer C went with the context: CANCEL it if that is not done yet, and end it 64·T1
@@ -1393,7 +1429,7 @@ impl Proxy {
 
     fn remove_client(&mut self, id: ClientId) {
         if let Some(c) = self.clients.remove(&id) {
-            self.client_keys.remove_if_eq(&c.key, id);
+            self.client_keys.remove(self.client_keys.hash(&c.key), id);
         }
     }
 

@@ -157,20 +157,22 @@ impl<K: Hash + Eq + Copy, V> IdMap<K, V> {
     }
 }
 
-/// A map from peer-chosen keys to small copyable values (ids) that keeps each key's hash, so
-/// that growing never hashes again (see the module notes).
-pub struct KeyIndex<K, V> {
-    table: hashbrown::HashTable<(u64, K, V)>,
+/// An index from peer-chosen keys to the ids of entries that keep their own key (see the module
+/// notes). A slot is the key's hash and the id, 16 bytes: growing moves slots and hashes nothing
+/// again, and no key is stored twice. The caller says, for a slot's id, whether that entry has the
+/// key looked for.
+pub struct KeyIndex<V> {
+    table: hashbrown::HashTable<(u64, V)>,
     hasher: std::collections::hash_map::RandomState,
 }
 
-impl<K: Hash + Eq, V: Copy> Default for KeyIndex<K, V> {
+impl<V: Copy + Eq> Default for KeyIndex<V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Hash + Eq, V: Copy> KeyIndex<K, V> {
+impl<V: Copy + Eq> KeyIndex<V> {
     pub fn new() -> Self {
         KeyIndex {
             table: hashbrown::HashTable::new(),
@@ -178,7 +180,8 @@ impl<K: Hash + Eq, V: Copy> KeyIndex<K, V> {
         }
     }
 
-    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+    /// The hash this index files `key` under (random-keyed SipHash).
+    pub fn hash<K: Hash + ?Sized>(&self, key: &K) -> u64 {
         self.hasher.hash_one(key)
     }
 
@@ -190,68 +193,34 @@ impl<K: Hash + Eq, V: Copy> KeyIndex<K, V> {
         self.table.is_empty()
     }
 
-    pub fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let h = self.hash(key);
+    /// The id filed under `hash` whose entry has the key.
+    pub fn find(&self, hash: u64, has_key: impl Fn(V) -> bool) -> Option<V> {
         self.table
-            .find(h, |(eh, k, _)| *eh == h && k.borrow() == key)
-            .map(|e| e.2)
+            .find(hash, |&(h, v)| h == hash && has_key(v))
+            .map(|&(_, v)| v)
     }
 
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.get(key).is_some()
-    }
-
-    /// Inserts or replaces; returns the value replaced.
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let h = self.hash(&key);
+    /// Files `value` under `hash`, replacing the id of an entry with the same key; returns that id.
+    pub fn insert(&mut self, hash: u64, value: V, has_key: impl Fn(V) -> bool) -> Option<V> {
         match self
             .table
-            .entry(h, |(eh, k, _)| *eh == h && *k == key, |e| e.0)
+            .entry(hash, |&(h, v)| h == hash && has_key(v), |e| e.0)
         {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                Some(std::mem::replace(&mut o.get_mut().2, value))
+                Some(std::mem::replace(&mut o.get_mut().1, value))
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert((h, key, value));
+                v.insert((hash, value));
                 None
             }
         }
     }
 
-    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let h = self.hash(key);
+    /// Removes `value` filed under `hash`, if it is still there (a newer id for the same key stays).
+    pub fn remove(&mut self, hash: u64, value: V) -> bool {
         match self
             .table
-            .find_entry(h, |(eh, k, _)| *eh == h && k.borrow() == key)
-        {
-            Ok(o) => Some(o.remove().0 .2),
-            Err(_) => None,
-        }
-    }
-
-    /// Removes `key` only while it still maps to `value` (a newer entry under the same key stays).
-    pub fn remove_if_eq<Q>(&mut self, key: &Q, value: V) -> bool
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-        V: PartialEq,
-    {
-        let h = self.hash(key);
-        match self
-            .table
-            .find_entry(h, |(eh, k, v)| *eh == h && k.borrow() == key && *v == value)
+            .find_entry(hash, |&(h, v)| h == hash && v == value)
         {
             Ok(o) => {
                 o.remove();
@@ -270,37 +239,56 @@ impl<K: Hash + Eq, V: Copy> KeyIndex<K, V> {
 mod tests {
     use super::*;
 
+    /// Entries keep their keys; the index finds them through `has_key`.
+    fn lookup(ix: &KeyIndex<usize>, keys: &[Option<String>], key: &str) -> Option<usize> {
+        ix.find(ix.hash(key), |i| keys[i].as_deref() == Some(key))
+    }
+
     #[test]
-    fn key_index_insert_get_replace_remove() {
-        let mut m: KeyIndex<Box<str>, u64> = KeyIndex::new();
-        assert_eq!(m.insert("z9hG4bK1".into(), 1), None);
-        assert_eq!(m.insert("z9hG4bK2".into(), 2), None);
-        assert_eq!(m.get("z9hG4bK1"), Some(1));
-        assert_eq!(m.insert("z9hG4bK1".into(), 3), Some(1));
-        assert_eq!(m.get("z9hG4bK1"), Some(3));
-        assert!(!m.remove_if_eq("z9hG4bK1", 1));
-        assert!(m.remove_if_eq("z9hG4bK1", 3));
-        assert_eq!(m.get("z9hG4bK1"), None);
-        assert_eq!(m.remove("z9hG4bK2"), Some(2));
-        assert!(m.is_empty());
+    fn key_index_insert_find_replace_remove() {
+        let mut keys: Vec<Option<String>> = Vec::new();
+        let mut ix: KeyIndex<usize> = KeyIndex::new();
+        for k in ["z9hG4bK1", "z9hG4bK2", "z9hG4bK1"] {
+            keys.push(Some(k.to_owned()));
+            let id = keys.len() - 1;
+            let h = ix.hash(k);
+            let replaced = ix.insert(h, id, |i| keys[i].as_deref() == Some(k));
+            // The third entry has the first one's key: it takes its place in the index.
+            assert_eq!(replaced, (id == 2).then_some(0));
+        }
+        assert_eq!(ix.len(), 2);
+        assert_eq!(lookup(&ix, &keys, "z9hG4bK1"), Some(2));
+        assert_eq!(lookup(&ix, &keys, "z9hG4bK2"), Some(1));
+        assert_eq!(lookup(&ix, &keys, "z9hG4bK3"), None);
+        // Removing the replaced id leaves the newer one.
+        assert!(!ix.remove(ix.hash("z9hG4bK1"), 0));
+        assert!(ix.remove(ix.hash("z9hG4bK1"), 2));
+        assert_eq!(lookup(&ix, &keys, "z9hG4bK1"), None);
+        assert!(ix.remove(ix.hash("z9hG4bK2"), 1));
+        assert!(ix.is_empty());
     }
 
     #[test]
     fn key_index_survives_growth() {
-        let mut m: KeyIndex<String, usize> = KeyIndex::new();
-        for i in 0..100_000 {
-            m.insert(format!("branch-{i}"), i);
+        let keys: Vec<Option<String>> = (0..100_000).map(|i| Some(format!("branch-{i}"))).collect();
+        let mut ix: KeyIndex<usize> = KeyIndex::new();
+        for (i, k) in keys.iter().enumerate() {
+            let k = k.as_deref().unwrap_or_default();
+            assert_eq!(
+                ix.insert(ix.hash(k), i, |j| keys[j].as_deref() == Some(k)),
+                None
+            );
         }
-        assert_eq!(m.len(), 100_000);
+        assert_eq!(ix.len(), 100_000);
         for i in (0..100_000).step_by(7) {
-            assert_eq!(m.get(format!("branch-{i}").as_str()), Some(i));
+            assert_eq!(lookup(&ix, &keys, &format!("branch-{i}")), Some(i));
         }
         for i in 0..50_000 {
-            assert_eq!(m.remove(format!("branch-{i}").as_str()), Some(i));
+            assert!(ix.remove(ix.hash(format!("branch-{i}").as_str()), i));
         }
-        assert_eq!(m.len(), 50_000);
-        assert_eq!(m.get("branch-49999"), None);
-        assert_eq!(m.get("branch-50000"), Some(50_000));
+        assert_eq!(ix.len(), 50_000);
+        assert_eq!(lookup(&ix, &keys, "branch-49999"), None);
+        assert_eq!(lookup(&ix, &keys, "branch-50000"), Some(50_000));
     }
 
     #[test]
