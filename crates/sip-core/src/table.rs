@@ -10,8 +10,8 @@
 //!   chosen by a peer), hashed with one multiplication; the values are boxed, so growing moves
 //!   16-byte slots, not the entries.
 //! - [`KeyIndex`]: keyed by what a peer sends (a Via branch, a Call-ID), hashed once with the
-//!   process's random-keyed SipHash (a peer cannot aim collisions); the hash is kept beside the
-//!   key, so growing moves slots without hashing anything again.
+//!   process's random-keyed SipHash (a peer cannot aim collisions); a slot holds that hash and the
+//!   entry's id (the entry keeps its key), so growing moves 16-byte slots and hashes nothing again.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
