@@ -1358,39 +1358,21 @@ impl Proxy {
     }
 
     fn server_by_key(&self, key: &TxKey) -> Option<ServerId> {
-        let servers = &self.servers;
-        let h = self.server_keys.hash(key);
-        self.server_keys
-            .find(h, |id| servers.get(&id).is_some_and(|e| e.key == *key))
+        find_by_key(&self.server_keys, &self.servers, key)
     }
 
     fn client_by_key(&self, key: &TxKey) -> Option<ClientId> {
-        let clients = &self.clients;
-        let h = self.client_keys.hash(key);
-        self.client_keys
-            .find(h, |id| clients.get(&id).is_some_and(|c| c.key == *key))
+        find_by_key(&self.client_keys, &self.clients, key)
     }
 
     /// Files a server transaction just stored under its key (replacing an older one's).
     fn index_server(&mut self, id: ServerId) {
-        let Some(e) = self.servers.get(&id) else {
-            return;
-        };
-        let servers = &self.servers;
-        let h = self.server_keys.hash(&e.key);
-        self.server_keys
-            .insert(h, id, |o| servers.get(&o).is_some_and(|x| x.key == e.key));
+        file_by_key(&mut self.server_keys, &self.servers, id);
     }
 
     /// Files a client transaction just stored under its key (replacing an older one's).
     fn index_client(&mut self, id: ClientId) {
-        let Some(c) = self.clients.get(&id) else {
-            return;
-        };
-        let clients = &self.clients;
-        let h = self.client_keys.hash(&c.key);
-        self.client_keys
-            .insert(h, id, |o| clients.get(&o).is_some_and(|x| x.key == c.key));
+        file_by_key(&mut self.client_keys, &self.clients, id);
     }
 
     fn remove_server(&mut self, now: Instant, id: ServerId) {
@@ -1530,6 +1512,47 @@ fn server_is_final(e: &ServerEntry) -> bool {
         ServerKind::Invite(tx) => tx.is_final(),
         ServerKind::NonInvite(tx) => tx.is_final(),
     }
+}
+
+/// A transaction entry, filed in a `KeyIndex` under its key (which only the entry holds).
+trait Keyed {
+    fn key(&self) -> &TxKey;
+}
+
+impl Keyed for ServerEntry {
+    fn key(&self) -> &TxKey {
+        &self.key
+    }
+}
+
+impl Keyed for ClientEntry {
+    fn key(&self) -> &TxKey {
+        &self.key
+    }
+}
+
+fn find_by_key<I: Copy + Eq + std::hash::Hash, E: Keyed>(
+    index: &KeyIndex<I>,
+    entries: &IdMap<I, E>,
+    key: &TxKey,
+) -> Option<I> {
+    index.find(index.hash(key), |id| {
+        entries.get(&id).is_some_and(|e| e.key() == key)
+    })
+}
+
+fn file_by_key<I: Copy + Eq + std::hash::Hash, E: Keyed>(
+    index: &mut KeyIndex<I>,
+    entries: &IdMap<I, E>,
+    id: I,
+) {
+    let Some(e) = entries.get(&id) else {
+        return;
+    };
+    let h = index.hash(e.key());
+    index.insert(h, id, |o| {
+        entries.get(&o).is_some_and(|x| x.key() == e.key())
+    });
 }
 
 fn server_is_final_id(servers: &IdMap<ServerId, ServerEntry>, id: ServerId) -> bool {
