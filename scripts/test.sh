@@ -38,7 +38,6 @@ for c in sip-core media; do
 done
 
 echo "== tests"
-# Optimized, but without the shipped binary's whole-program LTO: ~25 test binaries each link the
-# daemon's dependencies, and LTO with one codegen unit makes that the longest part of CI.
-CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-  cargo test --workspace --release
+# Optimized, but without the shipped binary's whole-program LTO: the `ci` profile (Cargo.toml),
+# built in target/ci/ so it never replaces target/release/switchboard (what the benches run).
+cargo test --workspace --profile ci
