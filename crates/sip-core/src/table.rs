@@ -120,40 +120,8 @@ impl<K: Hash + Eq + Copy, V> IdMap<K, V> {
         v
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().as_ref().map(|v| (k, v)))
-    }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.map
-            .iter_mut()
-            .filter_map(|(k, v)| v.as_mut().as_mut().map(|v| (k, v)))
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.map.keys()
-    }
-
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values().filter_map(|v| v.as_ref().as_ref())
-    }
-
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.map.values_mut().filter_map(|v| v.as_mut().as_mut())
-    }
-
-    pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
-        // The boxes of the entries dropped here are freed, not kept: it runs off the hot path.
-        self.map.retain(|k, v| match v.as_mut().as_mut() {
-            Some(inner) => f(k, inner),
-            None => false,
-        });
-    }
-
-    pub fn clear(&mut self) {
-        self.map.clear()
     }
 }
 
@@ -228,10 +196,6 @@ impl<V: Copy + Eq> KeyIndex<V> {
             }
             Err(_) => false,
         }
-    }
-
-    pub fn clear(&mut self) {
-        self.table.clear();
     }
 }
 
@@ -320,7 +284,5 @@ mod tests {
         assert_eq!(m.get(&20_000).map(|v| v[0]), Some(7));
         assert_eq!(m.insert(20_000, [8; 700]).map(|v| v[0]), Some(7));
         assert_eq!(m.values().count(), 10_000);
-        m.retain(|k, _| *k < 100);
-        assert_eq!(m.len(), 99);
     }
 }
