@@ -7,10 +7,12 @@
 #                  [--reg-users N] [--rss-regs N] [--rss-rate R] [--rss-warmup S] [--rss-linger S]
 #                  [--switchboard-bin PATH] [--switchboard-config PATH]
 #                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR] [--no-build]
-#                  [--proxy-sched default|nice:N|fifo:N]
+#                  [--proxy-sched default|nice:N|fifo:N] [--pin none|PROXY_CPUS/GEN_CPUS]
 #
 # --proxy-sched starts every proxy under test (both targets alike, with all their processes and
 # threads) under `nice -n N` or `chrt -f N` (SCHED_FIFO priority N); default: neither.
+# --pin 0/1 runs every proxy under test on CPU list 0 and every load generator (the SIPps, tcpdump)
+# on CPU list 1 (`taskset -c`), as if the trunks and phones were other machines; default: none.
 # Phase `calls`: for every target and every rate of the ladder it starts a fresh proxy, registers
 # --agents agents (digest) from the UAS's ip:port, starts the SIPp UAS there, then a SIPp UAC that
 # dials the merge-line NUMBER rate*duration times at that rate (bounded by -m, SIPp's own -timeout
@@ -51,6 +53,7 @@ SWITCHBOARD_CMD="${SWITCHBOARD_CMD:-}"
 # The digest realm of the generated agents (password bench-<user>, benches/gen_agents.py).
 SB_REALM="${BENCH_SWITCHBOARD_REALM:-12345.qh}"
 PROXY_SCHED="${BENCH_PROXY_SCHED:-default}"
+PIN="${BENCH_PIN:-none}"
 
 
 BUILD="${BENCH_BUILD:-1}"
@@ -86,6 +89,7 @@ while [[ $# -gt 0 ]]; do
 		--results-dir) RESULTS_DIR="$2"; shift 2 ;;
 		--no-build) BUILD=0; shift ;;
 		--proxy-sched) PROXY_SCHED="$2"; shift 2 ;;
+		--pin) PIN="$2"; shift 2 ;;
 		-h|--help) usage 0 ;;
 		*) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
 	esac
@@ -120,6 +124,16 @@ case "$PROXY_SCHED" in
 	nice:-[0-9]*|nice:[0-9]*) SCHED_PREFIX=(nice -n "${PROXY_SCHED#nice:}") ;;
 	fifo:[0-9]*) SCHED_PREFIX=(chrt -f "${PROXY_SCHED#fifo:}") ;;
 	*) echo "--proxy-sched: default, nice:N or fifo:N" >&2; exit 2 ;;
+esac
+# CPU placement: proxies on one CPU list, load generators on another (or both anywhere).
+GEN_PREFIX=()
+case "$PIN" in
+	none) ;;
+	[0-9]*/[0-9]*)
+		command -v taskset >/dev/null || { echo "--pin needs taskset (util-linux)" >&2; exit 2; }
+		SCHED_PREFIX=(taskset -c "${PIN%%/*}" "${SCHED_PREFIX[@]}")
+		GEN_PREFIX=(taskset -c "${PIN#*/}") ;;
+	*) echo "--pin: none or PROXY_CPUS/GEN_CPUS (taskset lists, e.g. 0/1)" >&2; exit 2 ;;
 esac
 
 for tool in sipp timeout pgrep ss python3 $(has_phase pdd && echo tcpdump); do
@@ -234,7 +248,7 @@ tree_ticks() {
 start_uas() { # port logdir -> sets UAS_PID
 	local port="$1" dir="$2"
 	(cd "$dir" && exec timeout -k 5 "$((DURATION + 120))" \
-		sipp -sf "$HERE/scenarios/uas.xml" -i "$UAS_ADDR" -p "$port" -t u1 \
+		"${GEN_PREFIX[@]}" sipp -sf "$HERE/scenarios/uas.xml" -i "$UAS_ADDR" -p "$port" -t u1 \
 		-nostdin -trace_err -error_file "$dir/uas_errors.log" \
 		>"$dir/uas.out" 2>&1 </dev/null) &
 	UAS_PID=$!
@@ -330,7 +344,7 @@ register_users() { # proxy_port addr port users_csv count rate dir name
 	local lport="$1" addr="$2" port="$3" csv="$4" count="$5" rate="$6" dir="$7" name="$8" pid rc=0 t0 t1
 	t0="$(date +%s.%N)"
 	(cd "$dir" && exec timeout -k 5 "$((count / rate + 60))" \
-		sipp -sf "$HERE/scenarios/register.xml" -i "$addr" -p "$port" -t u1 \
+		"${GEN_PREFIX[@]}" sipp -sf "$HERE/scenarios/register.xml" -i "$addr" -p "$port" -t u1 \
 		-inf "$csv" -m "$count" -r "$rate" -rp 1000 -l "$((rate * 2 + 100))" \
 		-recv_timeout 10000 -timeout "$((count / rate + 45))" -nostdin -trace_rtt -rtt_freq 1 \
 		-trace_stat -stf "$dir/$name-stats.csv" -fd 1 \
@@ -441,7 +455,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	log "$target: $rate calls/s x ${DURATION}s = $calls calls (proxy $PROXY_ADDR:$lport pid $PROXY_PID, UAS $UAS_ADDR:$uport)"
 	local u0 u1 pdrops udrops i
 	if [[ "$pdd" == 1 ]]; then
-		(exec timeout -k 5 "$((DURATION + 90))" tcpdump -i lo -n -s 1200 -B 65536 -U --immediate-mode \
+		(exec timeout -k 5 "$((DURATION + 90))" "${GEN_PREFIX[@]}" tcpdump -i lo -n -s 1200 -B 65536 -U --immediate-mode \
 			-w "$dir/pdd.pcap" "$PDD_FILTER" >"$dir/tcpdump.out" 2>&1 </dev/null) &
 		tcpd_pid=$!
 		STARTED_PIDS+=("$tcpd_pid")
@@ -456,7 +470,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	c0="$(tree_ticks "$PROXY_PID")"
 	t0="$(date +%s.%N)"
 	(cd "$dir" && exec timeout -k 5 "$((DURATION + 60))" \
-		sipp -sf "$HERE/scenarios/uac.xml" -i "$UAC_ADDR" -p "$cport" -t u1 \
+		"${GEN_PREFIX[@]}" sipp -sf "$HERE/scenarios/uac.xml" -i "$UAC_ADDR" -p "$cport" -t u1 \
 		-s "$NUMBER" -r "$rate" -rp 1000 -m "$calls" -l "$((rate * 4 + 100))" -d "$PAUSE_MS" \
 		-recv_timeout 10000 -timeout "$((DURATION + 45))" \
 		-trace_stat -stf "$dir/uac_stats.csv" -fd 1 -trace_rtt -rtt_freq 1 \

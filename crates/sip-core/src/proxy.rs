@@ -229,6 +229,9 @@ pub struct Proxy {
     client_keys: KeyIndex<ClientId>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
+    /// The 100 Trying of the INVITE being handled, held until what the application does with the
+    /// INVITE is out: a forwarded INVITE leaves first (one `sendto` sooner), any response after it.
+    trying: Option<Transmit>,
     next_id: u64,
     /// Salt mixed into branches and tags, so two proxies never collide.
     salt: u64,
@@ -244,6 +247,7 @@ impl Proxy {
             client_keys: KeyIndex::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
+            trying: None,
             next_id: 1,
             salt,
         }
@@ -286,8 +290,13 @@ impl Proxy {
     }
 
     /// The next output to act on.
+    ///
+    /// A new INVITE's 100 Trying comes once everything else is out (the application has decided
+    /// by then: it answers the INVITE's event while draining), unless a response goes first.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        self.out
+            .pop_front()
+            .or_else(|| self.trying.take().map(Output::Transmit))
     }
 
     /// When [`Proxy::handle_timeout`] must next be called.
@@ -546,9 +555,17 @@ impl Proxy {
         self.index_server(id);
 
         if method == Method::Invite {
-            // §16.2: answer 100 at once so the upstream stops retransmitting.
+            // §16.2: answer 100 at once so the upstream stops retransmitting; it is held back
+            // behind the INVITE we forward (see `poll_output`).
             let trying = req.response(100, "Trying", None).to_bytes();
+            let queued = self.out.len();
             self.send_on_server(now, id, 100, trying);
+            if self.out.len() == queued + 1 {
+                if let Some(Output::Transmit(t)) = self.out.pop_back() {
+                    self.release_trying();
+                    self.trying = Some(t);
+                }
+            }
         }
         if method == Method::Cancel {
             self.handle_cancel(now, id, &req);
@@ -1303,6 +1320,8 @@ impl Proxy {
                 TxAction::Send(bytes) => {
                     if let Some(e) = self.servers.get(&id) {
                         let peer = e.peer;
+                        // A response never overtakes a held 100 Trying.
+                        self.release_trying();
                         self.transmit(peer, bytes);
                     }
                 }
@@ -1412,6 +1431,13 @@ impl Proxy {
     fn remove_client(&mut self, id: ClientId) {
         if let Some(c) = self.clients.remove(&id) {
             self.client_keys.remove(self.client_keys.hash(&c.key), id);
+        }
+    }
+
+    /// Queue the held 100 Trying now (a response is about to be queued).
+    fn release_trying(&mut self) {
+        if let Some(t) = self.trying.take() {
+            self.out.push_back(Output::Transmit(t));
         }
     }
 
@@ -1825,6 +1851,68 @@ Contact: <sip:caller@127.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].peer.addr, DOWN.parse().unwrap());
         (id, text(&t[0]).to_owned())
+    }
+
+    /// Drain outputs the way the application does: each INVITE's event is answered as it comes
+    /// out (forwarded to DOWN, or refused with `refuse`), so decisions land in the same drain.
+    fn pump_deciding(p: &mut Proxy, now: Instant, refuse: Option<u16>) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some(o) = p.poll_output() {
+            match o {
+                Output::Transmit(x) => sent.push(text(&x).to_owned()),
+                Output::Event(e) => {
+                    if let Event::Request { id, .. } = *e {
+                        match refuse {
+                            Some(status) => {
+                                let b = p.response_for(id, status, "Busy Here").unwrap();
+                                p.respond(now, id, b).unwrap()
+                            }
+                            None => p
+                                .forward(
+                                    now,
+                                    id,
+                                    &[Target {
+                                        uri: "sip:8001@127.0.0.5:5070".into(),
+                                        peer: udp(DOWN),
+                                    }],
+                                    FailurePolicy::SendBest,
+                                )
+                                .unwrap(),
+                        }
+                    }
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn the_100_trying_leaves_after_the_forwarded_invite_and_before_any_response() {
+        let mut p = proxy();
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKo1", 70).as_bytes());
+        let sent = pump_deciding(&mut p, Instant::ZERO, None);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(
+            sent[0].starts_with("INVITE sip:8001@127.0.0.5:5070 "),
+            "{sent:?}"
+        );
+        assert!(sent[1].starts_with("SIP/2.0 100 Trying"), "{sent:?}");
+
+        // Refused at once: the 100 still comes first, the final response after it.
+        let mut p = proxy();
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKo2", 70).as_bytes());
+        let sent = pump_deciding(&mut p, Instant::ZERO, Some(486));
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].starts_with("SIP/2.0 100 Trying"), "{sent:?}");
+        assert!(sent[1].starts_with("SIP/2.0 486 "), "{sent:?}");
+
+        // Refused by the proxy itself (Max-Forwards 0): 100, then 483.
+        let mut p = proxy();
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKo3", 0).as_bytes());
+        let sent = pump_deciding(&mut p, Instant::ZERO, None);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].starts_with("SIP/2.0 100 Trying"), "{sent:?}");
+        assert!(sent[1].starts_with("SIP/2.0 483 "), "{sent:?}");
     }
 
     #[test]

@@ -528,23 +528,9 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     conn: m.conn,
                 };
                 sw.on_message(clock.now(), peer, &m.bytes, &mut out);
-                // A 100 Trying goes after the requests this message forwards, never after
-                // another response: the forwarded INVITE leaves one `sendto` earlier.
-                let mut trying = None;
+                // In the proxy's order: a new INVITE's 100 Trying after the INVITE it forwards.
                 for t in out.drain(..) {
-                    if t.bytes.starts_with(b"SIP/2.0 ") {
-                        if trying.is_none() && t.bytes.starts_with(b"SIP/2.0 100 ") {
-                            trying = Some(t);
-                            continue;
-                        }
-                        if let Some(hundred) = trying.take() {
-                            sender.send(hundred).await;
-                        }
-                    }
                     sender.send(t).await;
-                }
-                if let Some(hundred) = trying {
-                    sender.send(hundred).await;
                 }
                 turns.record("sip", started.elapsed());
                 if left > 0 {
