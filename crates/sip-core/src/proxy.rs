@@ -641,20 +641,25 @@ impl Proxy {
 
     /// §16.3 item 4: a Via of ours whose loop-detection hash equals this request's is a loop; a
     /// different hash is a legitimate spiral.
+    /// The hash is computed only when a Via of ours is there (a request that has not been through
+    /// us, nearly all of them, costs one scan of its Vias).
     fn is_loop(&self, req: &Request) -> bool {
-        let hash = self.loop_hash(req);
+        let mut hash = None;
         req.header_values("Via").any(|v| {
             let Some(via) = message::parse_via(&v) else {
                 return false;
             };
+            let Some(ours) = via
+                .branch
+                .as_deref()
+                .and_then(|b| b.strip_prefix("z9hG4bKsb"))
+                .and_then(|b| b.split('.').next())
+            else {
+                return false;
+            };
             let (h, p) = via.sent_by();
             self.is_local(h, Some(p), Transport::from_token(&via.transport))
-                && via
-                    .branch
-                    .as_deref()
-                    .and_then(|b| b.strip_prefix("z9hG4bKsb"))
-                    .and_then(|b| b.split('.').next())
-                    == Some(hash.as_str())
+                && ours == hash.get_or_insert_with(|| self.loop_hash(req)).as_str()
         })
     }
 
@@ -2249,6 +2254,29 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
                 .any(|t| text(t).starts_with("SIP/2.0 482 Loop Detected")),
             "{:?}",
             t
+        );
+    }
+
+    #[test]
+    fn a_spiral_through_us_with_a_new_request_uri_is_not_a_loop() {
+        // §16.3 item 4: our own forwarded INVITE comes back with another Request-URI (retargeted
+        // downstream): a spiral, handed to the application like any new INVITE.
+        let mut p = proxy();
+        let (_, fwd) = start_call(&mut p, Instant::ZERO);
+        let spiral = fwd.replacen(
+            "INVITE sip:8001@127.0.0.5:5070",
+            "INVITE sip:9001@127.0.0.1",
+            1,
+        );
+        p.handle_message(Instant::ZERO, udp("127.0.0.1:5060"), spiral.as_bytes());
+        let (t, e) = drain(&mut p);
+        assert!(
+            !t.iter().any(|t| text(t).starts_with("SIP/2.0 482")),
+            "{t:?}"
+        );
+        assert!(
+            matches!(&e[..], [Event::Request { request, .. }] if request.uri_user() == Some("9001")),
+            "{e:?}"
         );
     }
 
