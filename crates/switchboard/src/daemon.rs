@@ -381,7 +381,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut drained_at: Option<tokio::time::Instant> = None;
     let mut next_persist = tokio::time::Instant::now();
-    let sender = Sender { udp, tcp, tls };
+    let sender = Sender::new(udp, tcp, tls);
 
     let mut ha_tick = tokio::time::interval(Duration::from_millis(
         c.ha.as_ref().map_or(1000, |h| h.heartbeat_ms.max(50)),
@@ -767,12 +767,21 @@ impl Clock {
 }
 
 struct Sender {
-    udp: Vec<Arc<UdpSocket>>,
+    /// Each UDP socket with whether it is IPv4 (asked once: `local_addr` is a system call).
+    udp: Vec<(bool, Arc<UdpSocket>)>,
     tcp: Vec<TcpTransport>,
     tls: Vec<TcpTransport>,
 }
 
 impl Sender {
+    fn new(udp: Vec<Arc<UdpSocket>>, tcp: Vec<TcpTransport>, tls: Vec<TcpTransport>) -> Sender {
+        let udp = udp
+            .into_iter()
+            .filter_map(|s| Some((s.local_addr().ok()?.is_ipv4(), s)))
+            .collect();
+        Sender { udp, tcp, tls }
+    }
+
     async fn send(&self, t: Transmit) {
         match t.peer.transport {
             Transport::Udp => {
@@ -811,7 +820,8 @@ impl Sender {
     fn udp_for(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
         self.udp
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == dest.is_ipv4()))
+            .find(|(v4, _)| *v4 == dest.is_ipv4())
+            .map(|(_, s)| s)
     }
 }
 
