@@ -770,6 +770,12 @@ impl<'a> Iterator for HeaderValueParts<'a> {
         while self.pos <= self.v.len() {
             let start = self.pos;
             let rest = &self.v.as_bytes()[start..];
+            if find_byte(rest, b',').is_none() {
+                // No comma left: the rest is the last part (the loop below would find the same).
+                self.pos = self.v.len() + 1;
+                let part = self.v[start..].trim();
+                return (!part.is_empty()).then_some(part);
+            }
             let mut depth_angle = false;
             let mut in_quotes = false;
             let mut escaped = false;
@@ -1026,8 +1032,26 @@ fn space_before_colon(line: &[u8]) -> bool {
         && name_before_colon(line).is_some_and(|n| n.len() < colon)
 }
 
-fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
-    hay.iter().position(|c| *c == b)
+/// The first `needle` in `hay`, eight bytes at a time.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    for (i, chunk) in chunks.by_ref().enumerate() {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // The lowest flagged byte is the first zero byte of x (a borrow only flags higher ones).
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|c| *c == needle)
+        .map(|p| hay.len() - tail.len() + p)
 }
 
 /// The first CRLF in `hay`.
@@ -1262,50 +1286,27 @@ fn read_fields(
             }
         }
     };
+    // Names and separators are ASCII, so the block is UTF-8 exactly when every value is: one check
+    // for all of them. When it is not, rsip still reported a line that does not tokenize first.
+    let Ok(raw) = std::str::from_utf8(raw) else {
+        let mut pos = 0;
+        while pos < raw.len() {
+            pos = next_field(raw, pos).ok_or(FieldError::Tokenize)?.3;
+        }
+        return Err(FieldError::Utf8);
+    };
     let mut headers = Vec::with_capacity(16);
     let mut meta = MetaBuilder::default();
-    let mut not_utf8 = false;
     let mut pos = 0;
     while pos < raw.len() {
-        let name_start = pos;
-        while pos < raw.len() && is_token_char(raw[pos]) {
-            pos += 1;
-        }
-        if pos == name_start || raw.get(pos) != Some(&b':') {
-            return Err(FieldError::Tokenize);
-        }
-        let name_end = pos;
-        pos += 1;
-        while matches!(raw.get(pos), Some(b' ' | b'\t')) {
-            pos += 1;
-        }
-        let value_start = pos;
-        let value_end = match find_crlf(&raw[pos..]) {
-            Some(off) => {
-                pos += off + 2;
-                value_start + off
-            }
-            None => {
-                pos = raw.len();
-                raw.len()
-            }
-        };
-        if not_utf8 {
-            continue;
-        }
-        let (Ok(name), Ok(value)) = (
-            std::str::from_utf8(&raw[name_start..name_end]),
-            std::str::from_utf8(&raw[value_start..value_end]),
-        ) else {
-            not_utf8 = true;
-            continue;
-        };
+        let (name_end, value_start, value_end, next) =
+            next_field(raw.as_bytes(), pos).ok_or(FieldError::Tokenize)?;
+        let name = &raw[pos..name_end];
+        let value = &raw[value_start..value_end];
         let (header, field) = typed_header(name, value);
         meta.feed(field, value);
         headers.push(header);
-    }
-    if not_utf8 {
-        return Err(FieldError::Utf8);
+        pos = next;
     }
     if let Some(reason) = meta.length_error {
         return Err(FieldError::Invalid(reason));
@@ -1327,6 +1328,32 @@ fn read_fields(
         headers,
         body,
         meta,
+    })
+}
+
+/// The header line at `pos` of a header block, as rsip's tokenizer read it: `token ":"`, then
+/// `*(SP / HTAB)`, then the value up to CRLF or the end of the block. Returns where the name ends,
+/// where the value starts and ends, and where the next line starts; `None` if the line does not
+/// start with a token and a colon.
+fn next_field(raw: &[u8], pos: usize) -> Option<(usize, usize, usize, usize)> {
+    let name_end = pos + raw[pos..].iter().take_while(|b| is_token_char(**b)).count();
+    if name_end == pos || raw.get(name_end) != Some(&b':') {
+        return None;
+    }
+    let value_start = name_end
+        + 1
+        + raw[name_end + 1..]
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count();
+    Some(match find_crlf(&raw[value_start..]) {
+        Some(len) => (
+            name_end,
+            value_start,
+            value_start + len,
+            value_start + len + 2,
+        ),
+        None => (name_end, value_start, raw.len(), raw.len()),
     })
 }
 
@@ -1446,6 +1473,9 @@ struct MetaBuilder<'a> {
 
 impl<'a> MetaBuilder<'a> {
     fn feed(&mut self, field: Field, value: &'a str) {
+        if field == Field::Other {
+            return;
+        }
         let value = value.trim();
         match field {
             Field::Other => {}
@@ -1463,7 +1493,12 @@ impl<'a> MetaBuilder<'a> {
             }
             _ if self.error.is_some() => {}
             Field::Via => {
-                self.via_count += header_value_parts(value).count();
+                // Without a comma the value is one part (none if empty).
+                self.via_count += if value.contains(',') {
+                    header_value_parts(value).count()
+                } else {
+                    usize::from(!value.is_empty())
+                };
                 if self.via.is_none() {
                     match parse_via(value) {
                         Some(via) => self.via = Some(via),
@@ -1571,8 +1606,23 @@ impl<'a> RequestLine<'a> {
 /// The method of a request line. Methods are case-sensitive (§7.1): `invite` is not INVITE, and
 /// rsip would take it as one. Extension methods are not implemented: see `tests/rfc4475.rs`.
 fn known_method(token: &str) -> Option<Method> {
-    let m: Method = token.parse().ok()?;
-    (m.to_string() == token).then_some(m)
+    Some(match token {
+        "INVITE" => Method::Invite,
+        "ACK" => Method::Ack,
+        "BYE" => Method::Bye,
+        "CANCEL" => Method::Cancel,
+        "OPTIONS" => Method::Options,
+        "REGISTER" => Method::Register,
+        "INFO" => Method::Info,
+        "MESSAGE" => Method::Message,
+        "NOTIFY" => Method::Notify,
+        "PRACK" => Method::PRack,
+        "PUBLISH" => Method::Publish,
+        "REFER" => Method::Refer,
+        "SUBSCRIBE" => Method::Subscribe,
+        "UPDATE" => Method::Update,
+        _ => return None,
+    })
 }
 
 /// Unfold header lines (§7.3.1: CRLF followed by white space is one SP) and drop white space before
@@ -1967,8 +2017,24 @@ fn classify_failure(bytes: &[u8]) -> ParseError {
 }
 
 fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN_CHARS[usize::from(b)]
 }
+
+/// RFC 3261 `token` characters: alphanumerics and `-.!%*_+`'~`.
+const TOKEN_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Build an error response from the raw header lines of a message we could not (or would not) accept.
 /// Needs Via, From, To, Call-ID and CSeq; otherwise the message is dropped (§8.2.6 cannot be met).
@@ -3632,6 +3698,113 @@ mod equivalence {
                     _ => Field::Other,
                 };
                 assert_eq!(field, expected, "{n}");
+            }
+        }
+    }
+
+    /// The helpers made faster for the new parser, which the legacy one calls too, against the
+    /// definitions they replaced.
+    #[test]
+    fn rewritten_helpers_match_their_old_definitions() {
+        for b in 0..=255u8 {
+            let old = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+            assert_eq!(is_token_char(b), old, "{b}");
+        }
+        let old_known_method = |t: &str| {
+            let m: Method = t.parse().ok()?;
+            (m.to_string() == t).then_some(m)
+        };
+        for m in Method::all() {
+            let t = m.to_string();
+            let mut cased = t.to_ascii_lowercase();
+            cased[..1].make_ascii_uppercase();
+            for candidate in [
+                t.clone(),
+                t.to_ascii_lowercase(),
+                cased,
+                format!(" {t}"),
+                format!("{t} "),
+                format!("{t}X"),
+                t[1..].to_string(),
+            ] {
+                assert_eq!(
+                    known_method(&candidate),
+                    old_known_method(&candidate),
+                    "{candidate:?}"
+                );
+            }
+            assert_eq!(known_method(&t), Some(m));
+        }
+        for other in ["", "FOO", "PRack", "INVITE\r", "SIP/2.0"] {
+            assert_eq!(known_method(other), old_known_method(other), "{other:?}");
+        }
+        // header_value_parts against its loop without the no-comma shortcut.
+        fn parts_reference(v: &str) -> Vec<&str> {
+            let mut out = Vec::new();
+            let mut pos = 0;
+            while pos <= v.len() {
+                let start = pos;
+                let (mut angle, mut quoted, mut escaped) = (false, false, false);
+                let mut end = v.len();
+                for (i, &c) in v.as_bytes()[start..].iter().enumerate() {
+                    if escaped {
+                        escaped = false;
+                        continue;
+                    }
+                    match c {
+                        b'\\' if quoted => escaped = true,
+                        b'"' => quoted = !quoted,
+                        b'<' if !quoted => angle = true,
+                        b'>' if !quoted => angle = false,
+                        b',' if !quoted && !angle => {
+                            end = start + i;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                pos = end + 1;
+                let part = v[start..end].trim();
+                if !part.is_empty() {
+                    out.push(part);
+                }
+            }
+            out
+        }
+        let mut rng = Rng(11);
+        for len in 0..40 {
+            for _ in 0..200 {
+                let v: String = (0..len)
+                    .map(|_| [' ', ',', '"', '<', '>', '\\', 'a', '\u{a0}', ';'][rng.below(9)])
+                    .collect();
+                assert_eq!(
+                    header_value_parts(&v).collect::<Vec<_>>(),
+                    parts_reference(&v),
+                    "{v:?}"
+                );
+            }
+        }
+        let mut rng = Rng(7);
+        for len in 0..80 {
+            for _ in 0..50 {
+                let hay: Vec<u8> = (0..len).map(|_| b"ab\r\n:\x80\xff"[rng.below(7)]).collect();
+                for needle in [b'\r', b'\n', b':', 0x80, 0xff, b'z'] {
+                    assert_eq!(
+                        find_byte(&hay, needle),
+                        hay.iter().position(|c| *c == needle),
+                        "{hay:?} {needle}"
+                    );
+                }
+                assert_eq!(
+                    find_crlf(&hay),
+                    hay.windows(2).position(|w| w == b"\r\n"),
+                    "{hay:?}"
+                );
+                assert_eq!(
+                    find_crlfcrlf(&hay),
+                    hay.windows(4).position(|w| w == b"\r\n\r\n"),
+                    "{hay:?}"
+                );
             }
         }
     }
