@@ -1,9 +1,11 @@
 //! sip-core's own view of SIP messages.
 //!
-//! rsip does the parsing and serializing; this module is the only place that knows it, so the parser can
-//! be swapped for a faster one behind the same types. Each message is parsed once: the fields the
-//! transaction layer and the proxy need on every message (top Via, Call-ID, CSeq, tags, Max-Forwards)
-//! are pulled out into [`Meta`] at parse time and never re-parsed.
+//! Messages are held in rsip's types (`rsip::Request`/`rsip::Response` with `rsip::Headers`;
+//! auth and the registrar read typed headers through [`Request::rsip`]). Parsing is our own single
+//! pass ([`parse`]), which builds exactly what rsip's parser built for the same bytes (that parser
+//! is kept in the tests to hold the two side by side). Each message is parsed once: the fields the
+//! transaction layer and the proxy need on every message (top Via, Call-ID, CSeq, tags,
+//! Max-Forwards) are pulled out into [`Meta`] during that pass and never re-parsed.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -3126,6 +3128,18 @@ mod equivalence {
 
     fn source_messages() -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
+        // The fuzz targets' seed messages.
+        let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+        for target in ["parse", "proxy"] {
+            let Ok(dir) = std::fs::read_dir(seeds.join(target)) else {
+                continue;
+            };
+            for entry in dir.flatten() {
+                if let Ok(bytes) = std::fs::read(entry.path()) {
+                    out.push((format!("fuzz/seeds/{target}"), bytes));
+                }
+            }
+        }
         for (file, src) in SOURCES {
             for lit in string_literals(src) {
                 if !lit.contains("SIP/2.0") {
@@ -3582,6 +3596,98 @@ mod equivalence {
         // The corpus reaches every outcome in numbers.
         assert!(inputs > 100_000, "{inputs}");
         assert!(accepted > 10_000 && answered > 10_000 && dropped > 10_000);
+    }
+
+    /// A longer random walk over the same corpus: several changes per input, splices of two
+    /// messages, lines moved between messages. `SB_EQUIV_INPUTS` sets how many inputs (default
+    /// 300 000); run with `--ignored`.
+    #[test]
+    #[ignore = "long: a random differential run, for when the parser changes"]
+    fn legacy_parser_agrees_on_random_mutations() {
+        let n: usize = std::env::var("SB_EQUIV_INPUTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300_000);
+        let seed = std::env::var("SB_EQUIV_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x4475_3261);
+        let bases: Vec<Vec<u8>> = torture_messages()
+            .into_iter()
+            .chain(source_messages())
+            .map(|(_, m)| m)
+            .collect();
+        let all_lines: Vec<Vec<u8>> = bases.iter().flat_map(|m| lines(m).0).collect();
+        const BYTES: &[u8] = b":  \t\r\n\r\n,;<>\"\\\x00\xff\xc3a0=@/.%ZzIl";
+        let mut rng = Rng(seed);
+        let mut differences = Vec::new();
+        let (mut accepted, mut answered) = (0usize, 0usize);
+        for _ in 0..n {
+            let mut v = bases[rng.below(bases.len())].clone();
+            for _ in 0..1 + rng.below(8) {
+                match rng.below(6) {
+                    0 if !v.is_empty() => {
+                        let at = rng.below(v.len());
+                        v[at] = BYTES[rng.below(BYTES.len())];
+                    }
+                    1 => {
+                        let at = rng.below(v.len() + 1);
+                        v.insert(at, BYTES[rng.below(BYTES.len())]);
+                    }
+                    2 if !v.is_empty() => {
+                        let at = rng.below(v.len());
+                        let len = 1 + rng.below(8);
+                        v.drain(at..(at + len).min(v.len()));
+                    }
+                    3 => {
+                        // Splice: this message's start, another one's end.
+                        let other = &bases[rng.below(bases.len())];
+                        let cut = rng.below(v.len() + 1);
+                        let from = rng.below(other.len() + 1);
+                        v.truncate(cut);
+                        v.extend_from_slice(&other[from..]);
+                    }
+                    4 => {
+                        // A line of another message, after some CRLF of this one.
+                        let line = &all_lines[rng.below(all_lines.len())];
+                        let crlfs: Vec<usize> = (0..v.len())
+                            .filter(|&i| v[i..].starts_with(b"\r\n"))
+                            .collect();
+                        if !crlfs.is_empty() {
+                            let at = crlfs[rng.below(crlfs.len())] + 2;
+                            let insert = [&line[..], b"\r\n"].concat();
+                            v.splice(at..at, insert);
+                        }
+                    }
+                    _ => {
+                        let (mut ls, head) = lines(&v);
+                        if head > 2 {
+                            let a = 1 + rng.below(head - 1);
+                            let b = 1 + rng.below(head - 1);
+                            ls.swap(a, b);
+                            v = join(&ls);
+                        }
+                    }
+                }
+            }
+            let new = parse(&v);
+            let old = legacy::parse(&v);
+            match &new {
+                Ok(_) => accepted += 1,
+                Err(ParseError::Answer { .. }) => answered += 1,
+                Err(ParseError::Drop(_)) => {}
+            }
+            if !same(&new, &old) && differences.len() < 20 {
+                differences.push(format!(
+                    "{:?}\n  new: {}\n  old: {}",
+                    String::from_utf8_lossy(&v),
+                    brief(&new),
+                    brief(&old)
+                ));
+            }
+        }
+        println!("{n} random inputs: {accepted} accepted, {answered} answered");
+        assert!(differences.is_empty(), "{}", differences.join("\n"));
     }
 
     #[test]
