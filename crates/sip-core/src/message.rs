@@ -254,11 +254,8 @@ impl Request {
         if !need_received && !fill_rport {
             return;
         }
-        let mut done = false;
-        let mut headers: Vec<Header> = Vec::with_capacity(self.raw.headers.iter().count());
-        for h in self.raw.headers.iter() {
-            if !done && header_name(h).eq_ignore_ascii_case("Via") {
-                done = true;
+        for h in self.raw.headers.iter_mut() {
+            if header_name(h).eq_ignore_ascii_case("Via") {
                 let mut values = split_header_values(&header_value(h));
                 if let Some(first) = values.first_mut() {
                     let mut params: Vec<String> = first
@@ -276,12 +273,10 @@ impl Request {
                     }
                     *first = params.join(";");
                 }
-                headers.push(Header::Via(rsip::headers::Via::from(values.join(", "))));
-                continue;
+                *h = Header::Via(rsip::headers::Via::from(values.join(", ")));
+                break;
             }
-            headers.push(h.clone());
         }
-        self.raw.headers = rsip::Headers::from(headers);
         self.meta.via.received = Some(ip.into());
         if fill_rport {
             self.meta.via.rport = Some(Some(source.port()));
@@ -302,26 +297,29 @@ impl Request {
 
     /// Push a new top Via (a proxy forwarding the request, §16.6 item 8).
     pub fn push_via(&mut self, value: String) {
-        let mut headers = Vec::with_capacity(self.raw.headers.iter().count() + 1);
-        headers.push(Header::Via(rsip::headers::Via::from(value.clone())));
-        headers.extend(self.raw.headers.iter().cloned());
-        self.raw.headers = rsip::Headers::from(headers);
         if let Some(v) = parse_via(&value) {
             self.meta.via = v;
         }
+        insert_header(
+            &mut self.raw.headers,
+            0,
+            Header::Via(rsip::headers::Via::from(value)),
+        );
         self.meta.via_count += 1;
     }
 
     /// Insert a header before the first existing header of the same name, or append it.
     pub fn prepend_header(&mut self, name: &str, value: String) {
         let h = make_header(name, value);
-        let mut headers: Vec<Header> = self.raw.headers.iter().cloned().collect();
-        let pos = headers
+        let pos = self
+            .raw
+            .headers
             .iter()
-            .position(|x| header_name_matches(x, name))
-            .unwrap_or(headers.len());
-        headers.insert(pos, h);
-        self.raw.headers = rsip::Headers::from(headers);
+            .position(|x| header_name_matches(x, name));
+        match pos {
+            Some(pos) => insert_header(&mut self.raw.headers, pos, h),
+            None => self.raw.headers.push(h),
+        }
     }
 
     /// Append a header.
@@ -742,6 +740,13 @@ fn write_header(out: &mut String, h: &Header) {
             }
         },
     }
+}
+
+/// Insert a header at `pos` without copying the others (rsip's `Headers` has no `insert`).
+fn insert_header(headers: &mut rsip::Headers, pos: usize, h: Header) {
+    let mut all: Vec<Header> = std::mem::take(headers).into();
+    all.insert(pos, h);
+    *headers = all.into();
 }
 
 fn remove_headers(headers: &mut rsip::Headers, name: &str) {
