@@ -646,6 +646,9 @@ impl Proxy {
     fn is_loop(&self, req: &Request) -> bool {
         let mut hash = None;
         req.header_values("Via").any(|v| {
+            if !v.contains("z9hG4bKsb") {
+                return false; // not a branch of ours: no need to parse it
+            }
             let Some(via) = message::parse_via(&v) else {
                 return false;
             };
@@ -663,19 +666,28 @@ impl Proxy {
         })
     }
 
+    /// §16.6 item 8: a hash of what makes a request the same request again (Request-URI, Call-ID,
+    /// tags, CSeq, Proxy-Require, Proxy-Authorization). It only tells a loop from a spiral, so it
+    /// need not be cryptographic: SipHash-1-3 with fixed keys (the same on both nodes of an HA pair
+    /// running one build), 48 bits.
     fn loop_hash(&self, req: &Request) -> String {
-        let mut h = Sha256::new();
-        h.update(req.uri().to_string().as_bytes());
-        h.update(req.meta.call_id.as_bytes());
-        h.update(req.meta.from_tag.as_deref().unwrap_or("").as_bytes());
-        h.update(req.meta.to_tag.as_deref().unwrap_or("").as_bytes());
-        h.update(req.meta.cseq.to_le_bytes());
+        use std::hash::Hasher as _;
+        let mut h = std::hash::DefaultHasher::new();
+        h.write(req.uri().as_bytes());
+        h.write_u8(0);
+        h.write(req.meta.call_id.as_bytes());
+        h.write_u8(0);
+        h.write(req.meta.from_tag.as_deref().unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write(req.meta.to_tag.as_deref().unwrap_or("").as_bytes());
+        h.write_u32(req.meta.cseq);
         for n in ["Proxy-Require", "Proxy-Authorization"] {
             for v in req.header_values(n) {
-                h.update(v.as_bytes());
+                h.write_u8(0);
+                h.write(v.as_bytes());
             }
         }
-        hex::encode(&h.finalize()[..6])
+        format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
     }
 
     /// §16.4 Route information preprocessing.
@@ -781,10 +793,13 @@ impl Proxy {
             return;
         };
         // Stateless forwarding: the branch is a function of the incoming one (§16.11).
-        let mut h = Sha256::new();
-        h.update(req.meta.via.branch.as_deref().unwrap_or("").as_bytes());
-        h.update(self.salt.to_le_bytes());
-        let branch = format!("z9hG4bKsbA{}", hex::encode(&h.finalize()[..8]));
+        let branch = {
+            use std::hash::Hasher as _;
+            let mut h = std::hash::DefaultHasher::new();
+            h.write(req.meta.via.branch.as_deref().unwrap_or("").as_bytes());
+            h.write_u64(self.salt);
+            format!("z9hG4bKsbA{:016x}", h.finish())
+        };
         req.push_via(via_value(&listener, &branch));
         if let Some(mf) = req.meta.max_forwards {
             req.set_max_forwards(mf.saturating_sub(1));
