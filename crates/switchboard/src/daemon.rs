@@ -92,6 +92,31 @@ pub fn looks_like_emergency(bytes: &[u8]) -> bool {
             .any(|n| digits.ends_with(*n))
 }
 
+/// Is this datagram a response to an INVITE (its CSeq method is INVITE)? Those move the setup of
+/// calls in progress along (100, 180, 183, 200) and take the reserved queue. Responses to BYE and
+/// other non-INVITE requests finish nothing a caller waits for: they queue with the requests (at
+/// the end of a SIPp tick twelve 200s for BYEs used to go before the tick's second INVITE).
+pub fn is_invite_response(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(b"SIP/2.0 ") {
+        return false;
+    }
+    for line in bytes.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break; // the end of the head
+        }
+        if line.len() > 4 && line[..4].eq_ignore_ascii_case(b"cseq") {
+            if let Some(value) = line[4..].trim_ascii_start().strip_prefix(b":") {
+                let mut tokens = value
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|t| !t.is_empty());
+                return tokens.nth(1) == Some(b"INVITE".as_slice());
+            }
+        }
+    }
+    false
+}
+
 /// After the last pending transaction is answered, how long a draining daemon still routes the
 /// in-dialog requests (ACK, BYE) of calls just set up before it exits.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -515,7 +540,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         }
         // SIP messages: this one and whatever else is already queued, up to 64, each timed on its
         // own, each one's output sent before the next is handled (a message never waits for the
-        // rest of its batch). The reserved queue (responses, emergency INVITEs) goes first at every
+        // rest of its batch). The reserved queue (INVITE responses, emergency INVITEs) goes first at every
         // step.
         if let Some(m) = first.take() {
             let mut next = Some(m);
@@ -825,8 +850,8 @@ impl Sender {
     }
 }
 
-/// Takes datagrams off a UDP socket into the core's queues. Responses (they finish calls already
-/// placed) and emergency INVITEs take the reserved queue; junk, which is what a flood is made of,
+/// Takes datagrams off a UDP socket into the core's queues. Responses to INVITEs (they move calls
+/// being set up along; [`is_invite_response`]) and emergency INVITEs take the reserved queue; junk, which is what a flood is made of,
 /// never looks like either. When the main queue is full the datagram is dropped (the sender
 /// retransmits). Oversized datagrams get 513 here.
 struct UdpIntake {
@@ -873,7 +898,7 @@ impl UdpIntake {
             conn: None,
             bytes: Bytes::copy_from_slice(&self.buf[..n]),
         };
-        let urgent = msg.bytes.starts_with(b"SIP/2.0 ") || looks_like_emergency(&msg.bytes);
+        let urgent = is_invite_response(&msg.bytes) || looks_like_emergency(&msg.bytes);
         let tx = if urgent { &self.emergency } else { &self.tx };
         if tx.try_send(msg).is_err() {
             if let Some(n) = self.full_log.allow() {
@@ -1036,7 +1061,28 @@ fn warn_demo_credentials(loaded: &Loaded) {
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_emergency;
+    use super::{is_invite_response, looks_like_emergency};
+
+    #[test]
+    fn only_responses_to_invites_take_the_reserved_path() {
+        for yes in [
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 INVITE\r\n\r\n",
+            "SIP/2.0 200 OK\r\ncseq :  7  INVITE\r\nContent-Length: 0\r\n\r\n",
+            "SIP/2.0 487 Request Terminated\r\nCSeq:2 INVITE\r\n\r\n",
+        ] {
+            assert!(is_invite_response(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "SIP/2.0 200 OK\r\nCSeq: 2 BYE\r\n\r\n",
+            "SIP/2.0 200 OK\r\nCSeq: 1 CANCEL\r\n\r\n",
+            "SIP/2.0 200 OK\r\nCSeqX: 1 INVITE\r\nCSeq: 3 OPTIONS\r\n\r\n",
+            // The head ends before a CSeq: the body does not count.
+            "SIP/2.0 200 OK\r\nCall-ID: a\r\n\r\nCSeq: 1 INVITE\r\n",
+            "INVITE sip:a@h SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n",
+        ] {
+            assert!(!is_invite_response(no.as_bytes()), "{no}");
+        }
+    }
 
     #[test]
     fn emergency_invites_take_the_reserved_path() {
