@@ -695,12 +695,15 @@ impl Proxy {
     /// Record-Route, also returns the flow of the last entry consumed: the one facing the next hop.
     fn route_processing(&self, req: &mut Request) -> RouteResult {
         // A strict router before us put our address in the Request-URI: restore the real target.
-        let uri = req.uri().to_owned();
-        if let Some(u) = RouteUri::parse(&uri) {
-            if self.is_local(&u.host, u.port, u.transport) && req.top_route().is_some() {
-                if let Some(last) = req.pop_last_route() {
-                    if let Some(inner) = RouteUri::parse(&last) {
-                        let _ = req.set_uri(&inner.uri);
+        // (Only a request with a Route can be one: most new requests carry none.)
+        if req.top_route().is_some() {
+            let uri = req.uri().to_owned();
+            if let Some(u) = RouteUri::parse(&uri) {
+                if self.is_local(&u.host, u.port, u.transport) {
+                    if let Some(last) = req.pop_last_route() {
+                        if let Some(inner) = RouteUri::parse(&last) {
+                            let _ = req.set_uri(&inner.uri);
+                        }
                     }
                 }
             }
