@@ -2276,6 +2276,33 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
     }
 
     #[test]
+    fn a_strict_routers_request_gets_its_real_target_back() {
+        // §16.4: a strict router before us put our address in the Request-URI and the real target
+        // in the last Route; the proxy puts it back before the application sees the request.
+        let mut p = proxy();
+        let strict = invite("z9hG4bKstrict", 70)
+            .replacen(
+                "INVITE sip:8001@127.0.0.1 ",
+                "INVITE sip:127.0.0.1:5060;lr ",
+                1,
+            )
+            .replacen(
+                "Content-Length: 0",
+                "Route: <sip:8001@127.0.0.5:5070>\r\nContent-Length: 0",
+                1,
+            );
+        p.handle_message(Instant::ZERO, udp(UP), strict.as_bytes());
+        let (_, e) = drain(&mut p);
+        match &e[..] {
+            [Event::Request { request, .. }] => {
+                assert_eq!(request.uri(), "sip:8001@127.0.0.5:5070");
+                assert_eq!(request.top_route(), None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_spiral_through_us_with_a_new_request_uri_is_not_a_loop() {
         // §16.3 item 4: our own forwarded INVITE comes back with another Request-URI (retargeted
         // downstream): a spiral, handed to the application like any new INVITE.
