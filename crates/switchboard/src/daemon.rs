@@ -540,8 +540,8 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         }
         // SIP messages: this one and whatever else is already queued, up to 64, each timed on its
         // own, each one's output sent before the next is handled (a message never waits for the
-        // rest of its batch). The reserved queue (INVITE responses, emergency INVITEs) goes first at every
-        // step.
+        // rest of its batch). The reserved queue (INVITE responses, emergency INVITEs) goes first
+        // at every step.
         if let Some(m) = first.take() {
             let mut next = Some(m);
             for left in (0..64).rev() {
@@ -851,8 +851,8 @@ impl Sender {
 }
 
 /// Takes datagrams off a UDP socket into the core's queues. Responses to INVITEs (they move calls
-/// being set up along; [`is_invite_response`]) and emergency INVITEs take the reserved queue; junk, which is what a flood is made of,
-/// never looks like either. When the main queue is full the datagram is dropped (the sender
+/// being set up along; [`is_invite_response`]) and emergency INVITEs take the reserved queue;
+/// junk, which is what a flood is made of, never looks like either. When the main queue is full the datagram is dropped (the sender
 /// retransmits). Oversized datagrams get 513 here.
 struct UdpIntake {
     local: SocketAddr,
