@@ -852,8 +852,8 @@ impl Sender {
 
 /// Takes datagrams off a UDP socket into the core's queues. Responses to INVITEs (they move calls
 /// being set up along; [`is_invite_response`]) and emergency INVITEs take the reserved queue;
-/// junk, which is what a flood is made of, never looks like either. When the main queue is full the datagram is dropped (the sender
-/// retransmits). Oversized datagrams get 513 here.
+/// junk, which is what a flood is made of, never looks like either. When the main queue is full
+/// the datagram is dropped (the sender retransmits). Oversized datagrams get 513 here.
 struct UdpIntake {
     local: SocketAddr,
     buf: Vec<u8>,
