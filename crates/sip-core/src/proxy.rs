@@ -235,12 +235,16 @@ pub struct Proxy {
     next_id: u64,
     /// Salt mixed into branches and tags, so two proxies never collide.
     salt: u64,
+    /// Each listener's `host:port` as it goes into Via, Record-Route and Contact, formatted once.
+    sent_by: Vec<String>,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, salt: u64) -> Self {
+        let sent_by = cfg.listeners.iter().map(|l| fmt_addr(l.addr)).collect();
         Proxy {
             cfg,
+            sent_by,
             servers: IdMap::new(),
             server_keys: KeyIndex::new(),
             clients: IdMap::new(),
@@ -405,7 +409,7 @@ impl Proxy {
         let mut b = req.response(status, reason, Some(&e.to_tag));
         if req.method() == Method::Invite && (101..300).contains(&status) {
             if let Some(l) = self.listener_for(e.peer.transport, e.peer.addr) {
-                b.push_header("Contact", contact_value(&l));
+                b.push_header("Contact", contact_value(l.transport, self.sent_by(l)));
             }
         }
         Some(b)
@@ -662,7 +666,14 @@ impl Proxy {
             };
             let (h, p) = via.sent_by();
             self.is_local(h, Some(p), Transport::from_token(&via.transport))
-                && ours == hash.get_or_insert_with(|| self.loop_hash(req)).as_str()
+                && ours
+                    == hash
+                        .get_or_insert_with(|| {
+                            let mut hex = String::with_capacity(12);
+                            push_hex_fixed(&mut hex, self.loop_hash(req), 12);
+                            hex
+                        })
+                        .as_str()
         })
     }
 
@@ -670,7 +681,7 @@ impl Proxy {
     /// tags, CSeq, Proxy-Require, Proxy-Authorization). It only tells a loop from a spiral, so it
     /// need not be cryptographic: SipHash-1-3 with fixed keys (the same on both nodes of an HA pair
     /// running one build), 48 bits.
-    fn loop_hash(&self, req: &Request) -> String {
+    fn loop_hash(&self, req: &Request) -> u64 {
         use std::hash::Hasher as _;
         let mut h = std::hash::DefaultHasher::new();
         h.write(req.uri().as_bytes());
@@ -687,7 +698,7 @@ impl Proxy {
                 h.write(v.as_bytes());
             }
         }
-        format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+        h.finish() & 0xffff_ffff_ffff
     }
 
     /// §16.4 Route information preprocessing.
@@ -801,9 +812,16 @@ impl Proxy {
             let mut h = std::hash::DefaultHasher::new();
             h.write(req.meta.via.branch.as_deref().unwrap_or("").as_bytes());
             h.write_u64(self.salt);
-            format!("z9hG4bKsbA{:016x}", h.finish())
+            let mut b = String::with_capacity(26);
+            b.push_str("z9hG4bKsbA");
+            push_hex_fixed(&mut b, h.finish(), 16);
+            b
         };
-        req.push_via(via_value(&listener, &branch));
+        req.push_via(via_value(
+            listener.transport,
+            self.sent_by(listener),
+            &branch,
+        ));
         if let Some(mf) = req.meta.max_forwards {
             req.set_max_forwards(mf.saturating_sub(1));
         }
@@ -844,20 +862,27 @@ impl Proxy {
             if let Some(l_in) = self.listener_for(inbound.transport, inbound.addr) {
                 if l_in != listener || flow_in.is_some() || flow_out.is_some() {
                     let token = self.rr_token(&call_id, flow_in);
-                    req.prepend_header("Record-Route", rr_value(&l_in, &token, flow_in));
+                    let rr = rr_value(l_in.transport, self.sent_by(l_in), &token, flow_in);
+                    req.prepend_header("Record-Route", rr);
                 }
             }
             let token = self.rr_token(&call_id, flow_out);
-            req.prepend_header("Record-Route", rr_value(&listener, &token, flow_out));
+            let rr = rr_value(listener.transport, self.sent_by(listener), &token, flow_out);
+            req.prepend_header("Record-Route", rr);
         }
         let cid = ClientId(self.alloc());
-        let branch = format!(
-            "z9hG4bKsb{}.{:x}{:x}",
-            self.loop_hash_for_forward(&req, id),
-            self.salt & 0xffff,
-            cid.0
-        );
-        req.push_via(via_value(&listener, &branch));
+        // z9hG4bKsb<loop hash>.<salt><client id>, in hex
+        let mut branch = String::with_capacity(48);
+        branch.push_str("z9hG4bKsb");
+        self.loop_hash_for_forward(&mut branch, id);
+        branch.push('.');
+        push_hex(&mut branch, self.salt & 0xffff);
+        push_hex(&mut branch, cid.0);
+        req.push_via(via_value(
+            listener.transport,
+            self.sent_by(listener),
+            &branch,
+        ));
         let key = TxKey::Client {
             branch: branch.into(),
             method: crate::transaction::MethodKey::of(method),
@@ -906,13 +931,11 @@ impl Proxy {
     }
 
     /// The loop-detection part of a branch is computed on the request as we received it.
-    fn loop_hash_for_forward(&self, _forwarded: &Request, id: ServerId) -> String {
-        match self.servers.get(&id) {
-            Some(e) => match &e.request {
-                Some(r) => self.loop_hash(r),
-                None => String::from("0"),
-            },
-            None => String::from("0"),
+    /// Appends the loop-detection hash of server transaction `id`'s request ("0" without one).
+    fn loop_hash_for_forward(&self, out: &mut String, id: ServerId) {
+        match self.servers.get(&id).and_then(|e| e.request.as_ref()) {
+            Some(r) => push_hex_fixed(out, self.loop_hash(r), 12),
+            None => out.push('0'),
         }
     }
 
@@ -1493,12 +1516,20 @@ impl Proxy {
     }
 
     /// Our listener for sending to `to` over `t`: same transport and address family.
-    fn listener_for(&self, t: Transport, to: SocketAddr) -> Option<Listener> {
+    fn listener_for(&self, t: Transport, to: SocketAddr) -> Option<Local> {
         let ls = &self.cfg.listeners;
         ls.iter()
-            .find(|l| l.transport == t && l.addr.is_ipv4() == to.is_ipv4())
-            .or_else(|| ls.iter().find(|l| l.transport == t))
-            .cloned()
+            .position(|l| l.transport == t && l.addr.is_ipv4() == to.is_ipv4())
+            .or_else(|| ls.iter().position(|l| l.transport == t))
+            .map(|i| Local {
+                index: i,
+                transport: t,
+            })
+    }
+
+    /// `host:port` of a listener, as it goes into our headers.
+    fn sent_by(&self, l: Local) -> &str {
+        &self.sent_by[l.index]
     }
 
     /// Whether `host:port` names this proxy.
@@ -1646,38 +1677,81 @@ fn next_hop(req: &Request) -> Option<Peer> {
     u.peer()
 }
 
-fn via_value(l: &Listener, branch: &str) -> String {
-    format!(
-        "SIP/2.0/{} {};branch={branch};rport",
-        l.transport.as_via_token(),
-        fmt_addr(l.addr)
-    )
+/// One of our listeners, by its place in the config (see [`Proxy::listener_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Local {
+    index: usize,
+    transport: Transport,
 }
 
-fn rr_value(l: &Listener, token: &str, flow: Option<ConnId>) -> String {
-    let t = match l.transport {
+/// The `;transport=` URI parameter naming `t` in our own URIs (none for UDP, the default).
+fn transport_param(t: Transport) -> &'static str {
+    match t {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
         Transport::Tls => ";transport=tls",
-    };
-    match flow {
-        Some(conn) => format!(
-            "<sip:{}{t};lr;sbrr={token};sbflow={conn}>",
-            fmt_addr(l.addr)
-        ),
-        None => format!("<sip:{}{t};lr;sbrr={token}>", fmt_addr(l.addr)),
     }
 }
 
-/// Our Contact (RFC 3261 §8.1.1.8) on listener `l`: where requests inside a dialog we hold as
+/// `SIP/2.0/UDP host:port;branch=…;rport`. Hot path: built with pushes, not `format!`.
+fn via_value(t: Transport, sent_by: &str, branch: &str) -> String {
+    let mut v = String::with_capacity(32 + sent_by.len() + branch.len());
+    v.push_str("SIP/2.0/");
+    v.push_str(t.as_via_token());
+    v.push(' ');
+    v.push_str(sent_by);
+    v.push_str(";branch=");
+    v.push_str(branch);
+    v.push_str(";rport");
+    v
+}
+
+/// `<sip:host:port;lr;sbrr=…>` (and `;sbflow=` naming a stream connection).
+fn rr_value(t: Transport, sent_by: &str, token: &str, flow: Option<ConnId>) -> String {
+    let mut v = String::with_capacity(48 + sent_by.len() + token.len());
+    v.push_str("<sip:");
+    v.push_str(sent_by);
+    v.push_str(transport_param(t));
+    v.push_str(";lr;sbrr=");
+    v.push_str(token);
+    if let Some(conn) = flow {
+        use std::fmt::Write as _;
+        let _ = write!(v, ";sbflow={conn}");
+    }
+    v.push('>');
+    v
+}
+
+/// Our Contact (RFC 3261 §8.1.1.8) on a listener: where requests inside a dialog we hold as
 /// UAS are sent.
-fn contact_value(l: &Listener) -> String {
-    let t = match l.transport {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
-        Transport::Tls => ";transport=tls",
-    };
-    format!("<sip:{}{t}>", fmt_addr(l.addr))
+fn contact_value(t: Transport, sent_by: &str) -> String {
+    format!("<sip:{sent_by}{}>", transport_param(t))
+}
+
+/// Lower-case hex of `v`, no leading zeros (as `{:x}`), appended to `out`.
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    // Hex digits are ASCII.
+    out.extend(buf[i..].iter().map(|&b| b as char));
+}
+
+/// Lower-case hex of `v` in exactly `width` digits (as `{:0width$x}` for a value that fits).
+fn push_hex_fixed(out: &mut String, v: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for k in (0..width).rev() {
+        out.push(DIGITS[((v >> (4 * k)) & 0xf) as usize] as char);
+    }
 }
 
 fn fmt_addr(a: SocketAddr) -> String {
@@ -1697,7 +1771,9 @@ pub struct RouteUri {
     pub host: String,
     pub port: Option<u16>,
     pub transport: Option<Transport>,
-    params: Vec<(String, Option<String>)>,
+    /// Where the URI parameters (`;lr;transport=tcp…`, before any `?headers`) sit in `uri`: they
+    /// are read on demand by [`RouteUri::param`], so parsing allocates nothing for them.
+    params: std::ops::Range<usize>,
 }
 
 impl RouteUri {
@@ -1713,25 +1789,24 @@ impl RouteUri {
         } else {
             (false, strip_prefix_ci(uri, "sip:")?)
         };
+        let rest_at = uri.len() - rest.len();
         let rest = rest.split('?').next()?;
         let (userinfo, hostpart) = match rest.rfind('@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
             None => (None, rest),
         };
-        let mut parts = hostpart.split(';');
-        let hp = parts.next()?;
+        let host_at = rest_at + (rest.len() - hostpart.len());
+        let (hp, params) = match hostpart.find(';') {
+            Some(i) => (&hostpart[..i], host_at + i + 1..host_at + hostpart.len()),
+            None => (hostpart, 0..0),
+        };
         let (host, port) = split_host_port(hp)?;
-        let mut params = Vec::new();
         let mut transport = None;
-        for p in parts {
-            let (k, val) = match p.split_once('=') {
-                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_owned())),
-                None => (p.trim().to_ascii_lowercase(), None),
-            };
-            if k == "transport" {
-                transport = val.as_deref().and_then(Transport::from_token);
+        for (k, val) in param_pairs(&uri[params.clone()]) {
+            if k.eq_ignore_ascii_case("transport") {
+                // The last one wins, as it always did.
+                transport = val.and_then(Transport::from_token);
             }
-            params.push((k, val));
         }
         if sips && transport.is_none() {
             transport = Some(Transport::Tls);
@@ -1747,12 +1822,11 @@ impl RouteUri {
         })
     }
 
-    /// The value of a URI parameter.
+    /// The value of a URI parameter (the first one of that name; names are case-insensitive).
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
+        param_pairs(&self.uri[self.params.clone()])
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v)
     }
 
     /// The next-hop address, when the host is an IP literal (the core does no DNS).
@@ -1770,6 +1844,17 @@ impl RouteUri {
             conn: None,
         })
     }
+}
+
+/// `name[=value]` pairs of a `;`-separated parameter list (without its leading `;`), trimmed.
+fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    params
+        .split(';')
+        .filter(|p| !params.is_empty() || !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (p.trim(), None),
+        })
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -2586,5 +2671,50 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         assert_eq!(u.user.as_deref(), Some("8001"));
         assert_eq!(u.peer().unwrap().addr, "[::1]:5062".parse().unwrap());
         assert!(RouteUri::parse("<tel:+8612345>").is_none());
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for v in [
+            0u64,
+            1,
+            0xf,
+            0x10,
+            0xabc,
+            0xffff,
+            1 << 47,
+            u64::MAX,
+            0x0123_4567_89ab_cdef,
+        ] {
+            let (mut a, mut b) = (String::new(), String::new());
+            push_hex(&mut a, v);
+            push_hex_fixed(&mut b, v & 0xffff_ffff_ffff, 12);
+            assert_eq!(a, format!("{v:x}"));
+            assert_eq!(b, format!("{:012x}", v & 0xffff_ffff_ffff));
+        }
+    }
+
+    #[test]
+    fn route_uri_parameters_are_read_from_the_uri_text() {
+        let r = RouteUri::parse(
+            "<sip:u:pw@h.example;LR; SBRR = x1 ;sbrr=x2;transport=tcp;transport=tls?a=b>",
+        )
+        .unwrap();
+        assert_eq!(r.param("lr"), None, "a flag has no value");
+        assert_eq!(
+            r.param("sbrr"),
+            Some("x1"),
+            "names are case-insensitive, the first wins"
+        );
+        assert_eq!(r.param("a"), None, "header fields are not parameters");
+        assert_eq!(r.transport, Some(Transport::Tls), "the last transport wins");
+        assert_eq!(r.user.as_deref(), Some("u"));
+        assert_eq!(r.host, "h.example");
+        let bare = RouteUri::parse("sips:10.0.0.9").unwrap();
+        assert_eq!(bare.param("transport"), None);
+        assert_eq!(bare.transport, Some(Transport::Tls));
+        assert_eq!(bare.uri, "sips:10.0.0.9");
+        let v6 = RouteUri::parse("<sip:[2001:db8::1]:5070;sbflow=7>").unwrap();
+        assert_eq!((v6.port, v6.param("sbflow")), (Some(5070), Some("7")));
     }
 }
