@@ -160,7 +160,6 @@ struct ServerEntry {
     /// since retransmissions are answered from the transaction's stored response bytes: a
     /// completed transaction lingers 32 s (Timer J, RFC 6026) and must not keep a parsed message.
     request: Option<Request>,
-    to_tag: Box<str>,
     ctx: Option<Context>,
     /// The application was told about the request and may still answer it.
     with_app: bool,
@@ -406,7 +405,7 @@ impl Proxy {
     pub fn response_for(&self, id: ServerId, status: u16, reason: &str) -> Option<ResponseBuilder> {
         let e = self.servers.get(&id)?;
         let req = e.request.as_ref()?;
-        let mut b = req.response(status, reason, Some(&e.to_tag));
+        let mut b = req.response(status, reason, Some(&self.tag(id.0)));
         if req.method() == Method::Invite && (101..300).contains(&status) {
             if let Some(l) = self.listener_for(e.peer.transport, e.peer.addr) {
                 b.push_header("Contact", contact_value(l.transport, self.sent_by(l)));
@@ -446,12 +445,15 @@ impl Proxy {
         }
         ctx.policy = policy;
         ctx.failure_reported = false;
-        let Some(base) = entry.request.clone() else {
+        if entry.request.is_none() {
             return Err(ProxyError::AlreadyFinal);
-        };
+        }
         let inbound = entry.peer;
         for t in targets {
-            let mut req = base.clone();
+            // One copy per target (the transaction keeps its own for the responses).
+            let Some(mut req) = self.servers.get(&id).and_then(|e| e.request.clone()) else {
+                break;
+            };
             if req.set_uri(&t.uri).is_err() {
                 continue;
             }
@@ -543,15 +545,14 @@ impl Proxy {
         } else {
             ServerKind::NonInvite(NonInviteServer::new(reliable, self.cfg.timers))
         };
-        let to_tag = self.tag(id.0);
         self.servers.insert(
             id,
             ServerEntry {
                 key,
                 kind,
                 peer,
-                request: Some(req.clone()),
-                to_tag,
+                // Kept once routing is done (below); an early answer (CANCEL, 4xx) keeps it first.
+                request: None,
                 ctx: None,
                 with_app: false,
             },
@@ -572,10 +573,12 @@ impl Proxy {
             }
         }
         if method == Method::Cancel {
+            self.keep_request(id, &req);
             self.handle_cancel(now, id, &req);
             return;
         }
         if let Some((status, reason)) = self.validate(&req) {
+            self.keep_request(id, &req);
             if let Some(mut b) = self.response_for(id, status, reason) {
                 if status == 420 {
                     // §16.3 item 5: a 420 lists what is not supported (RFC 4475 §3.3.5).
@@ -589,6 +592,7 @@ impl Proxy {
         match self.route_processing(&mut req) {
             RouteResult::NotOurs => {}
             RouteResult::BadSignature => {
+                self.keep_request(id, &req);
                 self.reply(now, id, 403, "Forbidden (Route not issued by this proxy)");
                 return;
             }
@@ -613,7 +617,10 @@ impl Proxy {
                         })));
                         self.start_branch(now, id, req, peer, source, false);
                     }
-                    None => self.reply(now, id, 502, "Bad Gateway (next hop is not an IP address)"),
+                    None => {
+                        self.keep_request(id, &req);
+                        self.reply(now, id, 502, "Bad Gateway (next hop is not an IP address)")
+                    }
                 }
                 return;
             }
@@ -627,6 +634,13 @@ impl Proxy {
             request: Box::new(req),
             source,
         })));
+    }
+
+    /// Keeps a copy of the request in server transaction `id`: responses are built from it.
+    fn keep_request(&mut self, id: ServerId, req: &Request) {
+        if let Some(e) = self.servers.get_mut(&id) {
+            e.request = Some(req.clone());
+        }
     }
 
     /// §16.3 request validation. Returns the error response, if any.
@@ -1498,8 +1512,14 @@ impl Proxy {
         id
     }
 
-    fn tag(&self, n: u64) -> Box<str> {
-        format!("sb{:x}{:x}", self.salt & 0xffff_ffff, n).into()
+    /// The To tag of our own responses on server transaction `n` (a function of it: every
+    /// response of one transaction carries the same tag).
+    fn tag(&self, n: u64) -> String {
+        let mut t = String::with_capacity(26);
+        t.push_str("sb");
+        push_hex(&mut t, self.salt & 0xffff_ffff);
+        push_hex(&mut t, n);
+        t
     }
 
     /// The signature of a Record-Route entry: over the Call-ID and, for an entry naming a
