@@ -236,14 +236,26 @@ pub struct Proxy {
     salt: u64,
     /// Each listener's `host:port` as it goes into Via, Record-Route and Contact, formatted once.
     sent_by: Vec<String>,
+    /// Each listener's IP address as text; empty for one that [`Proxy::may_name_us`] cannot tell
+    /// by text (the unspecified address, IPv6).
+    local_ips: Vec<String>,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, salt: u64) -> Self {
         let sent_by = cfg.listeners.iter().map(|l| fmt_addr(l.addr)).collect();
+        let local_ips = cfg
+            .listeners
+            .iter()
+            .map(|l| match l.addr.ip() {
+                IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
+                _ => String::new(),
+            })
+            .collect();
         Proxy {
             cfg,
             sent_by,
+            local_ips,
             servers: IdMap::new(),
             server_keys: KeyIndex::new(),
             clients: IdMap::new(),
@@ -720,8 +732,10 @@ impl Proxy {
     /// Record-Route, also returns the flow of the last entry consumed: the one facing the next hop.
     fn route_processing(&self, req: &mut Request) -> RouteResult {
         // A strict router before us put our address in the Request-URI: restore the real target.
-        // (Only a request with a Route can be one: most new requests carry none.)
-        if req.top_route().is_some() {
+        // (Only a request with a Route can be one: most new requests carry none. A URI that does
+        // not even contain our address, the phone's Contact of nearly every ACK and BYE, needs no
+        // parsing.)
+        if req.top_route().is_some() && self.may_name_us(req.uri()) {
             let uri = req.uri().to_owned();
             if let Some(u) = RouteUri::parse(&uri) {
                 if self.is_local(&u.host, u.port, u.transport) {
@@ -1550,6 +1564,25 @@ impl Proxy {
     /// `host:port` of a listener, as it goes into our headers.
     fn sent_by(&self, l: Local) -> &str {
         &self.sent_by[l.index]
+    }
+
+    /// False when `uri` cannot name this proxy: it contains none of our listeners' IP addresses
+    /// or aliases as text (any case). True when unsure (an IPv6 literal, which has several
+    /// spellings, or a listener on the unspecified address): the caller then parses it.
+    fn may_name_us(&self, uri: &str) -> bool {
+        let contains = |needle: &str| {
+            !needle.is_empty()
+                && uri
+                    .as_bytes()
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+        };
+        uri.contains('[')
+            || self
+                .local_ips
+                .iter()
+                .any(|ip| ip.is_empty() || contains(ip))
+            || self.cfg.aliases.iter().any(|a| contains(a))
     }
 
     /// Whether `host:port` names this proxy.
@@ -2405,6 +2438,24 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_uri_that_may_name_us_is_parsed_for_the_strict_router_check() {
+        let p = proxy();
+        assert!(!p.may_name_us("sip:8001@127.0.0.5:5070"));
+        assert!(p.may_name_us("sip:127.0.0.1:5060;lr"));
+        assert!(p.may_name_us("sip:[::1]:5060"), "IPv6 literals are parsed");
+        let mut cfg = p.config().clone();
+        cfg.aliases = vec!["sb.Example".into()];
+        let aliased = Proxy::new(cfg.clone(), 1);
+        assert!(aliased.may_name_us("sip:SB.example;lr"));
+        assert!(!aliased.may_name_us("sip:8001@pbx.example"));
+        cfg.listeners[0].addr = "0.0.0.0:5060".parse().unwrap();
+        assert!(
+            Proxy::new(cfg, 1).may_name_us("sip:8001@10.1.1.1"),
+            "any address may be ours"
+        );
     }
 
     #[test]
