@@ -100,12 +100,15 @@ pub fn is_invite_response(bytes: &[u8]) -> bool {
     if !bytes.starts_with(b"SIP/2.0 ") {
         return false;
     }
-    for line in bytes.split(|b| *b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
+    // Line starts found with memchr: this runs on every response the UDP intake takes.
+    for nl in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[nl + 1..];
+        if line.starts_with(b"\r\n") || line.starts_with(b"\n") || line.is_empty() {
             break; // the end of the head
         }
         if line.len() > 4 && line[..4].eq_ignore_ascii_case(b"cseq") {
+            let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(value) = line[4..].trim_ascii_start().strip_prefix(b":") {
                 let mut tokens = value
                     .split(|b| b.is_ascii_whitespace())
@@ -1069,6 +1072,8 @@ mod tests {
             "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 INVITE\r\n\r\n",
             "SIP/2.0 200 OK\r\ncseq :  7  INVITE\r\nContent-Length: 0\r\n\r\n",
             "SIP/2.0 487 Request Terminated\r\nCSeq:2 INVITE\r\n\r\n",
+            "SIP/2.0 183 Session Progress\nCSeq: 4 INVITE\n\n",
+            "SIP/2.0 200 OK\r\nCSeq: 5 INVITE",
         ] {
             assert!(is_invite_response(yes.as_bytes()), "{yes}");
         }
@@ -1078,6 +1083,7 @@ mod tests {
             "SIP/2.0 200 OK\r\nCSeqX: 1 INVITE\r\nCSeq: 3 OPTIONS\r\n\r\n",
             // The head ends before a CSeq: the body does not count.
             "SIP/2.0 200 OK\r\nCall-ID: a\r\n\r\nCSeq: 1 INVITE\r\n",
+            "SIP/2.0 200 OK\nCall-ID: a\n\nCSeq: 1 INVITE\n",
             "INVITE sip:a@h SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n",
         ] {
             assert!(!is_invite_response(no.as_bytes()), "{no}");
