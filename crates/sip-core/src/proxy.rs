@@ -228,9 +228,11 @@ pub struct Proxy {
     client_keys: KeyIndex<ClientId>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
-    /// The 100 Trying of the INVITE being handled, held until what the application does with the
-    /// INVITE is out: a forwarded INVITE leaves first (one `sendto` sooner), any response after it.
-    trying: Option<Transmit>,
+    /// New INVITEs' 100 Trying, held until the core is idle (see [`Proxy::poll_output`] and
+    /// [`Proxy::start_batch`]); dropped when a response of the same transaction goes first.
+    trying: Vec<(ServerId, Transmit)>,
+    /// Inside a batch ([`Proxy::start_batch`]): held 100s wait for [`Proxy::end_batch`].
+    batching: bool,
     next_id: u64,
     /// Salt mixed into branches and tags, so two proxies never collide.
     salt: u64,
@@ -262,7 +264,8 @@ impl Proxy {
             client_keys: KeyIndex::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
-            trying: None,
+            trying: Vec::new(),
+            batching: false,
             next_id: 1,
             salt,
         }
@@ -307,11 +310,41 @@ impl Proxy {
     /// The next output to act on.
     ///
     /// A new INVITE's 100 Trying comes once everything else is out (the application has decided
-    /// by then: it answers the INVITE's event while draining), unless a response goes first.
+    /// by then: it answers the INVITE's event while draining) and, inside a batch, only at its
+    /// end. A response of the INVITE's own that goes first (a 180 relayed, a 486, a 404) makes the
+    /// 100 unnecessary, and it is dropped: RFC 3261 §17.2.1 asks for a 100 only when the TU may
+    /// take 200 ms or more to answer, and that answer quenches retransmissions just as well.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out
-            .pop_front()
-            .or_else(|| self.trying.take().map(Output::Transmit))
+        if let Some(o) = self.out.pop_front() {
+            return Some(o);
+        }
+        if self.batching || self.trying.is_empty() {
+            return None;
+        }
+        Some(Output::Transmit(self.trying.remove(0).1))
+    }
+
+    /// The caller handles several messages in a row (a burst read off the sockets): until
+    /// [`Proxy::end_batch`], new INVITEs' 100 Trying wait, so each INVITE of the burst costs one
+    /// `sendto` (its forward), and a 100 whose INVITE is answered meanwhile (its 180 relayed) is
+    /// never sent. Held 100s leave within the batch, well inside §17.2.1's 200 ms.
+    pub fn start_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// The end of a batch: the 100s still held come out of [`Proxy::poll_output`] (in the order
+    /// their INVITEs came).
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+    }
+
+    /// Sends transaction `id`'s held 100 Trying now (the application does this for an emergency
+    /// INVITE: nothing about an emergency call waits for the end of a batch).
+    pub fn send_trying_now(&mut self, id: ServerId) {
+        if let Some(i) = self.trying.iter().position(|(s, _)| *s == id) {
+            let (_, t) = self.trying.remove(i);
+            self.out.push_back(Output::Transmit(t));
+        }
     }
 
     /// When [`Proxy::handle_timeout`] must next be called.
@@ -572,15 +605,14 @@ impl Proxy {
         self.index_server(id);
 
         if method == Method::Invite {
-            // §16.2: answer 100 at once so the upstream stops retransmitting; it is held back
-            // behind the INVITE we forward (see `poll_output`).
+            // §16.2: a 100 so the upstream stops retransmitting; it is held back behind the
+            // INVITE we forward, until the core is idle (see `poll_output`).
             let trying = req.response(100, "Trying", None).to_bytes();
             let queued = self.out.len();
             self.send_on_server(now, id, 100, trying);
             if self.out.len() == queued + 1 {
                 if let Some(Output::Transmit(t)) = self.out.pop_back() {
-                    self.release_trying();
-                    self.trying = Some(t);
+                    self.trying.push((id, t));
                 }
             }
         }
@@ -1394,8 +1426,9 @@ impl Proxy {
                 TxAction::Send(bytes) => {
                     if let Some(e) = self.servers.get(&id) {
                         let peer = e.peer;
-                        // A response never overtakes a held 100 Trying.
-                        self.release_trying();
+                        // This transaction's own response goes first: its held 100 is moot (and
+                        // must never follow it).
+                        self.drop_trying(id);
                         self.transmit(peer, bytes);
                     }
                 }
@@ -1508,10 +1541,10 @@ impl Proxy {
         }
     }
 
-    /// Queue the held 100 Trying now (a response is about to be queued).
-    fn release_trying(&mut self) {
-        if let Some(t) = self.trying.take() {
-            self.out.push_back(Output::Transmit(t));
+    /// Forgets transaction `id`'s held 100 Trying (a response of its own is about to be sent).
+    fn drop_trying(&mut self, id: ServerId) {
+        if !self.trying.is_empty() {
+            self.trying.retain(|(s, _)| *s != id);
         }
     }
 
@@ -2059,21 +2092,71 @@ Contact: <sip:caller@127.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n"
         );
         assert!(sent[1].starts_with("SIP/2.0 100 Trying"), "{sent:?}");
 
-        // Refused at once: the 100 still comes first, the final response after it.
+        // Refused at once: the final response answers the INVITE; a 100 before it is moot.
         let mut p = proxy();
         p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKo2", 70).as_bytes());
         let sent = pump_deciding(&mut p, Instant::ZERO, Some(486));
-        assert_eq!(sent.len(), 2, "{sent:?}");
-        assert!(sent[0].starts_with("SIP/2.0 100 Trying"), "{sent:?}");
-        assert!(sent[1].starts_with("SIP/2.0 486 "), "{sent:?}");
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with("SIP/2.0 486 "), "{sent:?}");
 
-        // Refused by the proxy itself (Max-Forwards 0): 100, then 483.
+        // Refused by the proxy itself (Max-Forwards 0): the 483 alone.
         let mut p = proxy();
         p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKo3", 0).as_bytes());
         let sent = pump_deciding(&mut p, Instant::ZERO, None);
-        assert_eq!(sent.len(), 2, "{sent:?}");
-        assert!(sent[0].starts_with("SIP/2.0 100 Trying"), "{sent:?}");
-        assert!(sent[1].starts_with("SIP/2.0 483 "), "{sent:?}");
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with("SIP/2.0 483 "), "{sent:?}");
+    }
+
+    #[test]
+    fn in_a_batch_100s_wait_for_its_end_and_an_answer_first_drops_them() {
+        let mut p = proxy();
+        p.start_batch();
+        // Three INVITEs of a burst, each forwarded at once, no 100 yet.
+        let mut fwds = Vec::new();
+        for b in ["z9hG4bKb1", "z9hG4bKb2", "z9hG4bKb3"] {
+            let inv = invite(b, 70).replace("call-1", b);
+            p.handle_message(Instant::ZERO, udp(UP), inv.as_bytes());
+            let sent = pump_deciding(&mut p, Instant::ZERO, None);
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            assert!(sent[0].starts_with("INVITE "), "{sent:?}");
+            fwds.push(sent[0].clone());
+        }
+        // The first one rings within the batch: its 180 goes up, its 100 never will.
+        p.handle_message(Instant::ZERO, udp(DOWN), &answer(&fwds[0], 180, "Ringing"));
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 180 Ringing"));
+        // The second one's upstream retransmits: it gets the 100 at once, and only once.
+        let again = invite("z9hG4bKb2", 70).replace("call-1", "z9hG4bKb2");
+        p.handle_message(Instant::ZERO, udp(UP), again.as_bytes());
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 100 Trying"));
+        assert!(text(&t[0]).contains("z9hG4bKb2"));
+        p.end_batch();
+        // At the end: the third one's 100 alone.
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1, "{:?}", t.iter().map(text).collect::<Vec<_>>());
+        assert!(text(&t[0]).starts_with("SIP/2.0 100 Trying"));
+        assert!(text(&t[0]).contains("z9hG4bKb3"));
+        assert_eq!(t[0].peer.addr, UP.parse().unwrap());
+    }
+
+    #[test]
+    fn send_trying_now_releases_one_held_100_inside_a_batch() {
+        let mut p = proxy();
+        p.start_batch();
+        p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKsos", 70).as_bytes());
+        let id = match drain(&mut p).1.as_slice() {
+            [Event::Request { id, .. }] => *id,
+            other => panic!("{other:?}"),
+        };
+        p.send_trying_now(id);
+        let (t, _) = drain(&mut p);
+        assert_eq!(t.len(), 1);
+        assert!(text(&t[0]).starts_with("SIP/2.0 100 Trying"));
+        p.end_batch();
+        assert!(drain(&mut p).0.is_empty(), "sent once");
     }
 
     #[test]
@@ -2394,7 +2477,12 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: evil\r\nCSeq: 1 BYE\r\n
         p.handle_message(Instant::ZERO, udp(UP), invite("z9hG4bKmf", 0).as_bytes());
         let (t, e) = drain(&mut p);
         assert!(e.is_empty());
-        assert!(text(&t[1]).starts_with("SIP/2.0 483 Too Many Hops"));
+        assert_eq!(
+            t.len(),
+            1,
+            "the 483 answers at once: no 100 Trying before it"
+        );
+        assert!(text(&t[0]).starts_with("SIP/2.0 483 Too Many Hops"));
         // Send our own forwarded INVITE back to us unchanged: a loop.
         let mut p = proxy();
         let (_, fwd) = start_call(&mut p, Instant::ZERO);

@@ -351,6 +351,19 @@ impl Switch {
         self.pump(now, out);
     }
 
+    /// The caller is about to feed several messages in a row (what its sockets hold): new
+    /// INVITEs' 100 Trying wait for [`Switch::end_batch`], and are not sent at all for an INVITE
+    /// answered meanwhile (see `sip_core::proxy::Proxy::start_batch`).
+    pub fn start_batch(&mut self) {
+        self.proxy.start_batch();
+    }
+
+    /// The end of a batch: the 100 Trying still held go out.
+    pub fn end_batch(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        self.proxy.end_batch();
+        self.pump(now, out);
+    }
+
     /// Fire due timers, including registration expiry.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         self.flush_media();
@@ -763,6 +776,8 @@ impl Switch {
         call.emergency = Some(service);
         self.calls.insert(id, call);
         self.next_step(now, id);
+        // The caller's 100 Trying right behind the INVITE to the PSAP, not at the end of a batch.
+        self.proxy.send_trying_now(id);
     }
 
     /// An out-of-dialog request: INVITE, MESSAGE, OPTIONS to a user, SUBSCRIBE ...

@@ -547,6 +547,9 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         // at every step.
         if let Some(m) = first.take() {
             let mut next = Some(m);
+            // New INVITEs' 100 Trying wait for the end of the batch (one `sendto` per INVITE in
+            // a burst, none for an INVITE whose 180 comes back meanwhile).
+            sw.start_batch();
             for left in (0..64).rev() {
                 let Some(m) = next.take() else { break };
                 let started = std::time::Instant::now();
@@ -556,7 +559,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     conn: m.conn,
                 };
                 sw.on_message(clock.now(), peer, &m.bytes, &mut out);
-                // In the proxy's order: a new INVITE's 100 Trying after the INVITE it forwards.
+                // In the proxy's order (a new INVITE's 100 Trying waits for the end of the batch).
                 for t in out.drain(..) {
                     sender.send(t).await;
                 }
@@ -568,6 +571,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     next = erx.try_recv().or_else(|_| rx.try_recv()).ok();
                 }
             }
+            sw.end_batch(clock.now(), &mut out);
         }
         for t in out.drain(..) {
             sender.send(t).await;
