@@ -918,19 +918,19 @@ fn parse_via_lenient(value: &str) -> Option<Via> {
 fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
     let first = header_value_parts(value).next()?;
     // "SIP / 2.0 / UDP host:port;params" — LWS is allowed around the slashes.
-    let mut parts = first.splitn(3, '/');
-    let proto = parts.next()?.trim();
-    let version = parts.next()?.trim();
-    let rest = parts.next()?.trim_start();
+    let (proto, rest) = split_once(first, b'/')?;
+    let (version, rest) = split_once(rest, b'/')?;
+    let (proto, version, rest) = (trim(proto), trim(version), trim_start(rest));
     if !proto.eq_ignore_ascii_case("SIP") || (version != "2.0" && !lenient) {
         return None;
     }
-    let split = rest.find(|c: char| c.is_whitespace())?;
-    let transport = rest[..split].trim();
-    let rest = rest[split..].trim_start();
-    let (sent_by, params) = match rest.find(';') {
-        Some(i) => (rest[..i].trim(), Some(&rest[i + 1..])),
-        None => (rest.trim(), None),
+    let space = find_whitespace(rest)?;
+    // White space ends it, and `rest` starts with none: nothing to trim.
+    let transport = &rest[..space];
+    let rest = trim_start(&rest[space..]);
+    let (sent_by, params) = match split_once(rest, b';') {
+        Some((sent_by, params)) => (trim(sent_by), Some(params)),
+        None => (trim(rest), None),
     };
     let (host, port) = split_host_port(sent_by)?;
     let mut via = Via {
@@ -939,10 +939,10 @@ fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
         port,
         ..Via::default()
     };
-    for p in params.into_iter().flat_map(|p| p.split(';')) {
-        let (k, v) = match p.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v.trim())),
-            None => (p.trim(), None),
+    for p in params.into_iter().flat_map(|p| split(p, b';')) {
+        let (k, v) = match split_once(p, b'=') {
+            Some((k, v)) => (trim(k), Some(trim(v))),
+            None => (trim(p), None),
         };
         if k.is_empty() {
             // `;;` (RFC 4475 §3.1.2.1).
@@ -962,26 +962,114 @@ fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
     Some(via)
 }
 
+/// `char::is_whitespace` of an ASCII byte (which `u8::is_ascii_whitespace` is not: it leaves out
+/// vertical tab).
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | b' ')
+}
+
+/// `str::trim_start`, a byte at a time while the text is ASCII.
+fn trim_start(s: &str) -> &str {
+    let n = s.bytes().take_while(|b| is_ascii_space(*b)).count();
+    match s.as_bytes().get(n) {
+        Some(b) if !b.is_ascii() => s[n..].trim_start(),
+        _ => &s[n..],
+    }
+}
+
+/// `str::trim_end`, a byte at a time while the text is ASCII.
+fn trim_end(s: &str) -> &str {
+    let end = s.len() - s.bytes().rev().take_while(|b| is_ascii_space(*b)).count();
+    match end.checked_sub(1).map(|i| s.as_bytes()[i]) {
+        Some(b) if !b.is_ascii() => s[..end].trim_end(),
+        _ => &s[..end],
+    }
+}
+
+/// `str::trim`, a byte at a time while the text is ASCII.
+fn trim(s: &str) -> &str {
+    trim_end(trim_start(s))
+}
+
+/// Where the first `char::is_whitespace` character of `s` is.
+fn find_whitespace(s: &str) -> Option<usize> {
+    for (i, b) in s.bytes().enumerate() {
+        if is_ascii_space(b) {
+            return Some(i);
+        }
+        if !b.is_ascii() {
+            return s[i..].find(char::is_whitespace).map(|j| i + j);
+        }
+    }
+    None
+}
+
+/// `s.find(sep)` for an ASCII `sep`, which never matches inside a multi-byte character.
+fn find(s: &str, sep: u8) -> Option<usize> {
+    find_byte(s.as_bytes(), sep)
+}
+
+/// `s.split_once(sep)` for an ASCII `sep`.
+fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = find(s, sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `s.rsplit_once(sep)` for an ASCII `sep`.
+fn rsplit_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().rposition(|b| b == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `s.split(sep)` for an ASCII `sep`.
+fn split(s: &str, sep: u8) -> Split<'_> {
+    Split { rest: Some(s), sep }
+}
+
+/// Iterator of [`split`].
+struct Split<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        match split_once(s, self.sep) {
+            Some((part, rest)) => {
+                self.rest = Some(rest);
+                Some(part)
+            }
+            None => {
+                self.rest = None;
+                Some(s)
+            }
+        }
+    }
+}
+
 /// Split `host[:port]`, handling `[v6]:port`. Returns None for an empty host or a bad port.
 pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
-    let s = s.trim();
+    let s = trim(s);
     if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']')?;
+        let end = find(rest, b']')?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.trim().parse().ok()?),
-            None if after.trim().is_empty() => None,
+            Some(p) => Some(trim(p).parse().ok()?),
+            None if trim(after).is_empty() => None,
             None => return None,
         };
         return Some((host, port));
     }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => {
+    match rsplit_once(s, b':') {
+        Some((h, p)) if find(h, b':').is_none() => {
             if h.is_empty() {
                 return None;
             }
-            Some((h.trim(), Some(p.trim().parse().ok()?)))
+            Some((trim(h), Some(trim(p).parse().ok()?)))
         }
         _ if s.is_empty() => None,
         _ => Some((s, None)),
@@ -990,13 +1078,13 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 
 /// The `tag` parameter of a From/To value (outside the URI's angle brackets).
 pub fn tag_param(value: &str) -> Option<&str> {
-    let after_uri = match value.rfind('>') {
+    let after_uri = match value.bytes().rposition(|b| b == b'>') {
         Some(i) => &value[i + 1..],
         None => value,
     };
-    after_uri.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("tag").then(|| v.trim())
+    split(after_uri, b';').skip(1).find_map(|p| {
+        let (k, v) = split_once(p, b'=')?;
+        trim(k).eq_ignore_ascii_case("tag").then(|| trim(v))
     })
 }
 
@@ -1557,7 +1645,7 @@ impl<'a> MetaBuilder<'a> {
         if field == Field::Other {
             return;
         }
-        let value = value.trim();
+        let value = trim(value);
         match field {
             Field::Other => {}
             Field::ContentLength => {
@@ -1575,7 +1663,7 @@ impl<'a> MetaBuilder<'a> {
             _ if self.error.is_some() => {}
             Field::Via => {
                 // Without a comma the value is one part (none if empty).
-                self.via_count += if value.contains(',') {
+                self.via_count += if find(value, b',').is_some() {
                     header_value_parts(value).count()
                 } else {
                     usize::from(!value.is_empty())
@@ -1670,9 +1758,9 @@ impl<'a> RequestLine<'a> {
             .position(|b| *b == b'\r' || *b == b'\n')
             .unwrap_or(bytes.len());
         let line = std::str::from_utf8(&bytes[..end]).ok()?;
-        let mut parts = line.split(' ');
-        let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || method.is_empty() || uri.is_empty() {
+        let (method, rest) = split_once(line, b' ')?;
+        let (uri, version) = split_once(rest, b' ')?;
+        if find(version, b' ').is_some() || method.is_empty() || uri.is_empty() {
             return None;
         }
         Some(RequestLine {
@@ -1778,7 +1866,7 @@ enum UriProblem {
 /// §19.1.1 forbids in a Request-URI), `tel:` numbers and the emergency URNs by [`plausible_uri`],
 /// and anything else that is a well-formed absolute URI (RFC 2396) is an unsupported scheme.
 fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
-    let Some((scheme, rest)) = uri.split_once(':') else {
+    let Some((scheme, rest)) = split_once(uri, b':') else {
         return Err(UriProblem::Malformed);
     };
     if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
@@ -1813,12 +1901,12 @@ fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
 
 /// What follows `sip:` in a SIP-URI: `[userinfo "@"] hostport *(";" uri-parameter)`.
 fn sip_uri_rest_is_valid(rest: &str) -> bool {
-    let (userinfo, hostpart) = match rest.split_once('@') {
+    let (userinfo, hostpart) = match split_once(rest, b'@') {
         Some((u, h)) => (Some(u), h),
         None => (None, rest),
     };
     if let Some(u) = userinfo {
-        let (user, password) = match u.split_once(':') {
+        let (user, password) = match split_once(u, b':') {
             Some((user, pw)) => (user, Some(pw)),
             None => (u, None),
         };
@@ -1830,10 +1918,7 @@ fn sip_uri_rest_is_valid(rest: &str) -> bool {
             return false;
         }
     }
-    let (hostport, params) = match hostpart.find(';') {
-        Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
-        None => (hostpart, ""),
-    };
+    let (hostport, params) = split_once(hostpart, b';').unwrap_or((hostpart, ""));
     let host_ok = split_host_port(hostport).is_some_and(|(h, _)| {
         !h.is_empty()
             && if hostport.starts_with('[') {
@@ -1843,12 +1928,12 @@ fn sip_uri_rest_is_valid(rest: &str) -> bool {
                 h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
             }
-    }) && !hostport.contains(char::is_whitespace);
+    }) && find_whitespace(hostport).is_none();
     let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
     host_ok
         && (params.is_empty()
-            || params.split(';').all(|p| {
-                let (name, value) = match p.split_once('=') {
+            || split(params, b';').all(|p| {
+                let (name, value) = match split_once(p, b'=') {
                     Some((n, v)) => (n, Some(v)),
                     None => (p, None),
                 };
@@ -1897,7 +1982,7 @@ fn plausible_uri(uri: &str) -> bool {
         return is_sos_urn(uri);
     }
     if uri.len() > 4 && has_prefix_ci(uri, "tel:") {
-        let number = uri[4..].split(';').next().unwrap_or("");
+        let number = split(&uri[4..], b';').next().unwrap_or("");
         return !number.is_empty()
             && number
                 .bytes()
@@ -1910,12 +1995,11 @@ fn plausible_uri(uri: &str) -> bool {
     } else {
         return false;
     };
-    let hostport = rest
-        .rsplit_once('@')
-        .map_or(rest, |(_, h)| h)
-        .split([';', '?'])
-        .next()
-        .unwrap_or("");
+    let hostport = rsplit_once(rest, b'@').map_or(rest, |(_, h)| h);
+    let hostport = hostport
+        .bytes()
+        .position(|b| b == b';' || b == b'?')
+        .map_or(hostport, |i| &hostport[..i]);
     split_host_port(hostport).is_some_and(|(h, _)| {
         !h.is_empty()
             && h.bytes()
@@ -1947,13 +2031,12 @@ fn has_prefix_ci(s: &str, prefix: &str) -> bool {
 
 /// The user part of a `sip:`/`sips:` URI, or the number of a `tel:` URI.
 pub fn uri_user(uri: &str) -> Option<&str> {
-    let lower4 = uri.get(..4).map(str::to_ascii_lowercase);
-    if lower4.as_deref() == Some("tel:") {
-        return uri[4..].split(';').next().filter(|n| !n.is_empty());
+    if has_prefix_ci(uri, "tel:") {
+        return split(&uri[4..], b';').next().filter(|n| !n.is_empty());
     }
-    let rest = uri.split_once(':')?.1;
-    let (userinfo, _) = rest.split_once('@')?;
-    let user = userinfo.split(':').next()?;
+    let rest = split_once(uri, b':')?.1;
+    let (userinfo, _) = split_once(rest, b'@')?;
+    let user = split(userinfo, b':').next()?;
     (!user.is_empty()).then_some(user)
 }
 
@@ -1980,19 +2063,19 @@ fn find_head_end(bytes: &[u8]) -> Option<usize> {
 /// (§3.3.4), and spaces just inside the angle brackets are forgiven (§3.1.2.14). Display-name tokens
 /// may carry UTF-8, as some phones send them unquoted.
 fn name_addr_is_valid(value: &str) -> bool {
-    let v = value.trim();
+    let v = trim(value);
     let params = if let Some(quoted) = v.strip_prefix('"') {
         let Some(end) = quoted_string_end(quoted) else {
             return false;
         };
-        match quoted[end..].trim_start().strip_prefix('<') {
+        match trim_start(&quoted[end..]).strip_prefix('<') {
             Some(rest) => match angle_uri_end(rest) {
                 Some(after) => after,
                 None => return false,
             },
             None => return false,
         }
-    } else if let Some(lt) = v.find('<') {
+    } else if let Some(lt) = find(v, b'<') {
         let display_ok = v[..lt]
             .split_ascii_whitespace()
             .all(|t| t.bytes().all(|b| is_token_char(b) || b >= 0x80));
@@ -2002,10 +2085,10 @@ fn name_addr_is_valid(value: &str) -> bool {
         }
     } else {
         // addr-spec: the URI runs to the first `;` and has no white space or brackets.
-        let end = v.find(';').unwrap_or(v.len());
-        let uri = v[..end].trim_end();
+        let end = find(v, b';').unwrap_or(v.len());
+        let uri = trim_end(&v[..end]);
         if uri.is_empty()
-            || !uri.contains(':')
+            || find(uri, b':').is_none()
             || uri
                 .bytes()
                 .any(|b| b.is_ascii_whitespace() || b"<>\"".contains(&b))
@@ -2014,13 +2097,13 @@ fn name_addr_is_valid(value: &str) -> bool {
         }
         &v[end..]
     };
-    let params = params.trim();
+    let params = trim(params);
     params.is_empty()
         || params.strip_prefix(';').is_some_and(|p| {
-            p.split(';').all(|param| {
-                let (name, value) = match param.split_once('=') {
-                    Some((n, val)) => (n.trim(), Some(val.trim())),
-                    None => (param.trim(), None),
+            split(p, b';').all(|param| {
+                let (name, value) = match split_once(param, b'=') {
+                    Some((n, val)) => (trim(n), Some(trim(val))),
+                    None => (trim(param), None),
                 };
                 !name.is_empty()
                     && name.bytes().all(is_token_char)
@@ -2050,9 +2133,9 @@ fn quoted_string_end(s: &str) -> Option<usize> {
 
 /// After a `<`: the text following the matching `>`, if the URI between is non-empty.
 fn angle_uri_end(s: &str) -> Option<&str> {
-    let gt = s.find('>')?;
-    let uri = s[..gt].trim();
-    (!uri.is_empty() && !uri.contains(char::is_whitespace) && !uri.contains('<'))
+    let gt = find(s, b'>')?;
+    let uri = trim(&s[..gt]);
+    (!uri.is_empty() && find_whitespace(uri).is_none() && find(uri, b'<').is_none())
         .then(|| &s[gt + 1..])
 }
 
