@@ -7,7 +7,6 @@
 //! transaction layer and the proxy need on every message (top Via, Call-ID, CSeq, tags,
 //! Max-Forwards) are pulled out into [`Meta`] during that pass and never re-parsed.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -252,7 +251,7 @@ impl Request {
     /// RFC 3581), so responses find their way back through NAT.
     pub fn stamp_received(&mut self, source: SocketAddr) {
         let via = &self.meta.via;
-        let ip = source.ip().to_string();
+        let ip = ip_text(source.ip());
         let need_received = via.host.trim_start_matches('[').trim_end_matches(']') != ip;
         let fill_rport = via.rport == Some(None);
         if !need_received && !fill_rport {
@@ -260,24 +259,41 @@ impl Request {
         }
         for h in self.raw.headers.iter_mut() {
             if header_name(h).eq_ignore_ascii_case("Via") {
-                let mut values = split_header_values(&header_value(h));
-                if let Some(first) = values.first_mut() {
-                    let mut params: Vec<String> = first
-                        .split(';')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| {
-                            let k = p.split('=').next().unwrap_or("").trim();
-                            !(k.eq_ignore_ascii_case("received")
-                                || (fill_rport && k.eq_ignore_ascii_case("rport")))
-                        })
-                        .collect();
-                    params.push(format!("received={ip}"));
-                    if fill_rport {
-                        params.push(format!("rport={}", source.port()));
+                // The first value's parameters but `received` (and a bare `rport` being filled),
+                // each trimmed, then the new ones; the other values as they were, trimmed.
+                let value = header_value_ref(h);
+                let mut out = String::with_capacity(value.len() + ip.len() + 24);
+                let mut values = header_value_parts(value);
+                if let Some(first) = values.next() {
+                    let mut kept = false;
+                    for p in split(first, b';') {
+                        let p = trim(p);
+                        let k = trim(split(p, b'=').next().unwrap_or(""));
+                        if !(k.eq_ignore_ascii_case("received")
+                            || (fill_rport && k.eq_ignore_ascii_case("rport")))
+                        {
+                            if kept {
+                                out.push(';');
+                            }
+                            out.push_str(p);
+                            kept = true;
+                        }
                     }
-                    *first = params.join(";");
+                    if kept {
+                        out.push(';');
+                    }
+                    out.push_str("received=");
+                    out.push_str(&ip);
+                    if fill_rport {
+                        out.push_str(";rport=");
+                        out.push_str(decimal(source.port().into(), &mut [0; 20]));
+                    }
+                    for v in values {
+                        out.push_str(", ");
+                        out.push_str(v);
+                    }
                 }
-                *h = Header::Via(rsip::headers::Via::from(values.join(", ")));
+                *h = Header::Via(rsip::headers::Via::from(out));
                 break;
             }
         }
@@ -291,10 +307,11 @@ impl Request {
     pub fn set_max_forwards(&mut self, n: u32) {
         remove_headers(&mut self.raw.headers, "Max-Forwards");
         // Max-Forwards goes after the Vias; position is not significant, but keep it near the top.
+        let n_text = decimal(n as usize, &mut [0; 20]).to_owned();
         self.raw
             .headers
             .push(Header::MaxForwards(rsip::headers::MaxForwards::from(
-                n.to_string(),
+                n_text,
             )));
         self.meta.max_forwards = Some(n);
     }
@@ -346,11 +363,15 @@ impl Request {
                     b.lines.push(header_line(h))
                 }
                 Header::To(to) => {
-                    let mut line = format!("To: {}", to.value());
-                    if status != 100 && self.meta.to_tag.is_none() {
-                        if let Some(tag) = to_tag {
-                            let _ = write!(line, ";tag={tag}");
-                        }
+                    let tag = to_tag.filter(|_| status != 100 && self.meta.to_tag.is_none());
+                    let mut line = String::with_capacity(
+                        4 + to.value().len() + tag.map_or(0, |t| t.len() + 5),
+                    );
+                    line.push_str("To: ");
+                    line.push_str(to.value());
+                    if let Some(tag) = tag {
+                        line.push_str(";tag=");
+                        line.push_str(tag);
                     }
                     b.lines.push(line);
                 }
@@ -400,8 +421,8 @@ impl Response {
     pub fn pop_via(&mut self) -> Option<String> {
         let v = pop_first_value(&mut self.raw.headers, "Via");
         self.meta.via_count = self.meta.via_count.saturating_sub(1);
-        if let Some(next) = header_values(&self.raw.headers, "Via").next() {
-            if let Some(via) = parse_via(&next) {
+        if let Some(next) = first_value(&self.raw.headers, "Via") {
+            if let Some(via) = parse_via(next) {
                 self.meta.via = via;
             }
         }
@@ -681,6 +702,7 @@ fn name_and_value(h: &Header) -> (&str, &str) {
     }
 }
 
+#[cfg(test)]
 fn header_value(h: &Header) -> String {
     header_value_ref(h).trim().to_owned()
 }
@@ -717,10 +739,24 @@ fn header_values<'a>(
     headers: &'a rsip::Headers,
     name: &'a str,
 ) -> impl Iterator<Item = String> + 'a {
+    header_value_strs(headers, name).map(str::to_owned)
+}
+
+/// [`header_values`], borrowed. (Splitting the trimmed value gives the same parts as splitting
+/// the value: the parts are trimmed, and white space is none of the characters the split heeds.)
+fn header_value_strs<'a>(
+    headers: &'a rsip::Headers,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .iter()
         .filter(move |h| header_name_matches(h, name))
-        .flat_map(|h| split_header_values(&header_value(h)))
+        .flat_map(|h| header_value_parts(header_value_ref(h)))
+}
+
+/// The first value of the headers named `name`, borrowed.
+fn first_value<'a>(headers: &'a rsip::Headers, name: &'a str) -> Option<&'a str> {
+    header_value_strs(headers, name).next()
 }
 
 /// Remove the first comma-separated value of the first header named `name` (a header of that name
@@ -729,16 +765,26 @@ fn pop_first_value(headers: &mut rsip::Headers, name: &str) -> Option<String> {
     loop {
         let idx = headers.iter().position(|h| header_name_matches(h, name))?;
         let h = headers.iter_mut().nth(idx)?;
-        let mut values = split_header_values(&header_value(h));
-        if values.is_empty() {
+        let value = header_value_ref(h);
+        let mut values = header_value_parts(value);
+        let Some(popped) = values.next() else {
             remove_header_at(headers, idx);
             continue;
-        }
-        let popped = values.remove(0);
-        if values.is_empty() {
-            remove_header_at(headers, idx);
-        } else {
-            *h = make_header(canonical_name(header_name(h)), values.join(", "));
+        };
+        let popped = popped.to_owned();
+        // The values left, joined with ", ".
+        let rest = values.next().map(|second| {
+            let mut rest = String::with_capacity(value.len());
+            rest.push_str(second);
+            for v in values {
+                rest.push_str(", ");
+                rest.push_str(v);
+            }
+            rest
+        });
+        match rest {
+            None => remove_header_at(headers, idx),
+            Some(rest) => *h = make_header(canonical_name(header_name(h)), rest),
         }
         return Some(popped);
     }
@@ -870,6 +916,23 @@ fn serialize(line: &[&str], headers: &rsip::Headers, body: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// The address as its `Display` writes it (IPv4 without the formatter).
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(decimal(octet.into(), &mut [0; 20]));
+            }
+            out
+        }
+        std::net::IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 /// `n` in decimal, as `{}` formats it, written into `buf`.
 fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
@@ -964,12 +1027,21 @@ fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
 
 /// `char::is_whitespace` of an ASCII byte (which `u8::is_ascii_whitespace` is not: it leaves out
 /// vertical tab).
+#[inline]
 fn is_ascii_space(b: u8) -> bool {
     matches!(b, b'\t'..=b'\r' | b' ')
 }
 
-/// `str::trim_start`, a byte at a time while the text is ASCII.
+/// `str::trim_start`, without decoding characters when the text starts with ASCII.
+#[inline]
 fn trim_start(s: &str) -> &str {
+    match s.as_bytes().first() {
+        Some(&b) if is_ascii_space(b) || !b.is_ascii() => trim_start_slow(s),
+        _ => s,
+    }
+}
+
+fn trim_start_slow(s: &str) -> &str {
     let n = s.bytes().take_while(|b| is_ascii_space(*b)).count();
     match s.as_bytes().get(n) {
         Some(b) if !b.is_ascii() => s[n..].trim_start(),
@@ -977,8 +1049,16 @@ fn trim_start(s: &str) -> &str {
     }
 }
 
-/// `str::trim_end`, a byte at a time while the text is ASCII.
+/// `str::trim_end`, without decoding characters when the text ends with ASCII.
+#[inline]
 fn trim_end(s: &str) -> &str {
+    match s.as_bytes().last() {
+        Some(&b) if is_ascii_space(b) || !b.is_ascii() => trim_end_slow(s),
+        _ => s,
+    }
+}
+
+fn trim_end_slow(s: &str) -> &str {
     let end = s.len() - s.bytes().rev().take_while(|b| is_ascii_space(*b)).count();
     match end.checked_sub(1).map(|i| s.as_bytes()[i]) {
         Some(b) if !b.is_ascii() => s[..end].trim_end(),
@@ -986,7 +1066,8 @@ fn trim_end(s: &str) -> &str {
     }
 }
 
-/// `str::trim`, a byte at a time while the text is ASCII.
+/// `str::trim`, without decoding characters when the text starts and ends with ASCII.
+#[inline]
 fn trim(s: &str) -> &str {
     trim_end(trim_start(s))
 }
@@ -1005,17 +1086,20 @@ fn find_whitespace(s: &str) -> Option<usize> {
 }
 
 /// `s.find(sep)` for an ASCII `sep`, which never matches inside a multi-byte character.
+#[inline]
 fn find(s: &str, sep: u8) -> Option<usize> {
     find_byte(s.as_bytes(), sep)
 }
 
 /// `s.split_once(sep)` for an ASCII `sep`.
+#[inline]
 fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
     let i = find(s, sep)?;
     Some((&s[..i], &s[i + 1..]))
 }
 
 /// `s.rsplit_once(sep)` for an ASCII `sep`.
+#[inline]
 fn rsplit_once(s: &str, sep: u8) -> Option<(&str, &str)> {
     let i = s.bytes().rposition(|b| b == sep)?;
     Some((&s[..i], &s[i + 1..]))
@@ -4132,6 +4216,21 @@ mod equivalence {
                             let old = old.body("application/sdp", b"v=0\r\n".to_vec());
                             assert_eq!(new.to_bytes(), reference::builder_bytes(&old));
                         }
+                        for name in ["Via", "v", "Route", "Record-Route", "Contact", "Subject"] {
+                            assert!(
+                                header_values(&r.raw.headers, name)
+                                    .eq(reference::header_values(&r.raw.headers, name)),
+                                "{name} {text:?}"
+                            );
+                        }
+                        let (mut new, mut old) = (r.raw.headers.clone(), r.raw.headers.clone());
+                        for _ in 0..3 {
+                            assert_eq!(
+                                pop_first_value(&mut new, "Route"),
+                                reference::pop_first_value(&mut old, "Route")
+                            );
+                            assert_eq!(new, old, "{text:?}");
+                        }
                         for source in sources {
                             let (mut new, mut old) = (r.clone(), r.clone());
                             new.stamp_received(source);
@@ -4269,6 +4368,10 @@ mod equivalence {
         for m in Method::all() {
             assert_eq!(method_str(m), m.to_string());
         }
+        for _ in 0..10_000 {
+            let ip = std::net::IpAddr::from(((rng.next() >> 32) as u32).to_be_bytes());
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
         for n in [
             0,
             1,
@@ -4308,6 +4411,36 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
 mod reference {
     use super::*;
     use bytes::{BufMut, BytesMut};
+    use std::fmt::Write as _;
+
+    pub(super) fn header_values<'a>(
+        headers: &'a rsip::Headers,
+        name: &'a str,
+    ) -> impl Iterator<Item = String> + 'a {
+        headers
+            .iter()
+            .filter(move |h| header_name_matches(h, name))
+            .flat_map(|h| split_header_values(&header_value(h)))
+    }
+
+    pub(super) fn pop_first_value(headers: &mut rsip::Headers, name: &str) -> Option<String> {
+        loop {
+            let idx = headers.iter().position(|h| header_name_matches(h, name))?;
+            let h = headers.iter_mut().nth(idx)?;
+            let mut values = split_header_values(&header_value(h));
+            if values.is_empty() {
+                remove_header_at(headers, idx);
+                continue;
+            }
+            let popped = values.remove(0);
+            if values.is_empty() {
+                remove_header_at(headers, idx);
+            } else {
+                *h = make_header(canonical_name(header_name(h)), values.join(", "));
+            }
+            return Some(popped);
+        }
+    }
 
     pub(super) fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
         let first = header_value_parts(value).next()?;
