@@ -1837,10 +1837,8 @@ struct RequestLine<'a> {
 
 impl<'a> RequestLine<'a> {
     fn split(bytes: &'a [u8]) -> Option<RequestLine<'a>> {
-        let end = bytes
-            .iter()
-            .position(|b| *b == b'\r' || *b == b'\n')
-            .unwrap_or(bytes.len());
+        let lf = find_byte(bytes, b'\n').unwrap_or(bytes.len());
+        let end = find_byte(&bytes[..lf], b'\r').unwrap_or(lf);
         let line = std::str::from_utf8(&bytes[..end]).ok()?;
         let (method, rest) = split_once(line, b' ')?;
         let (uri, version) = split_once(rest, b' ')?;
@@ -1971,11 +1969,8 @@ fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
         .bytes()
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    let rest_ok =
-        !rest.is_empty() && escapes_ok(rest, |b| is_unreserved(b) || b";/?:@&=+$,".contains(&b));
+        && scheme.bytes().all(|b| in_set(&SCHEME_CHARS, b));
+    let rest_ok = !rest.is_empty() && escapes_ok(rest, |b| in_set(&URIC_CHARS, b));
     if scheme_ok && rest_ok {
         Err(UriProblem::UnsupportedScheme)
     } else {
@@ -1994,10 +1989,8 @@ fn sip_uri_rest_is_valid(rest: &str) -> bool {
             Some((user, pw)) => (user, Some(pw)),
             None => (u, None),
         };
-        let user_ok =
-            !user.is_empty() && escapes_ok(user, |b| is_unreserved(b) || b"&=+$,;?/".contains(&b));
-        let pw_ok =
-            password.is_none_or(|p| escapes_ok(p, |b| is_unreserved(b) || b"&=+$,".contains(&b)));
+        let user_ok = !user.is_empty() && escapes_ok(user, |b| in_set(&USER_CHARS, b));
+        let pw_ok = password.is_none_or(|p| escapes_ok(p, |b| in_set(&PASSWORD_CHARS, b)));
         if !user_ok || !pw_ok {
             return false;
         }
@@ -2009,11 +2002,10 @@ fn sip_uri_rest_is_valid(rest: &str) -> bool {
                 h.bytes()
                     .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
             } else {
-                h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                h.bytes().all(|b| in_set(&HOST_CHARS, b))
             }
     }) && find_whitespace(hostport).is_none();
-    let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
+    let paramchar = |b: u8| in_set(&PARAM_CHARS, b);
     host_ok
         && (params.is_empty()
             || split(params, b';').all(|p| {
@@ -2028,6 +2020,7 @@ fn sip_uri_rest_is_valid(rest: &str) -> bool {
 }
 
 /// RFC 3261 `unreserved`: alphanum and mark.
+#[cfg(test)]
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
 }
@@ -2056,10 +2049,7 @@ fn escapes_ok(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
 /// A URI good enough to send: `sip:`/`sips:` with a host, `tel:` with a number, or an emergency
 /// service URN; no white space.
 fn plausible_uri(uri: &str) -> bool {
-    if uri
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>')
-    {
+    if uri.bytes().any(|b| in_set(&NOT_IN_PLAUSIBLE_URI, b)) {
         return false;
     }
     if uri.len() > 4 && has_prefix_ci(uri, "urn:") {
@@ -2084,11 +2074,8 @@ fn plausible_uri(uri: &str) -> bool {
         .bytes()
         .position(|b| b == b';' || b == b'?')
         .map_or(hostport, |i| &hostport[..i]);
-    split_host_port(hostport).is_some_and(|(h, _)| {
-        !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-    })
+    split_host_port(hostport)
+        .is_some_and(|(h, _)| !h.is_empty() && h.bytes().all(|b| in_set(&PLAUSIBLE_HOST_CHARS, b)))
 }
 
 /// `urn:service:sos` or one of its sub-services (`urn:service:sos.fire`), the emergency service
@@ -2173,9 +2160,7 @@ fn name_addr_is_valid(value: &str) -> bool {
         let uri = trim_end(&v[..end]);
         if uri.is_empty()
             || find(uri, b':').is_none()
-            || uri
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b"<>\"".contains(&b))
+            || uri.bytes().any(|b| in_set(&NOT_IN_ADDR_SPEC, b))
         {
             return false;
         }
@@ -2194,7 +2179,7 @@ fn name_addr_is_valid(value: &str) -> bool {
                     && value.is_none_or(|val| {
                         !val.is_empty()
                             && (val.starts_with('"')
-                                || val.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b)))
+                                || val.bytes().all(|b| in_set(&PARAM_VALUE_CHARS, b)))
                     })
             })
         })
@@ -2263,6 +2248,57 @@ fn classify_failure(bytes: &[u8]) -> ParseError {
     };
     answer_from_raw(bytes, 400, reason)
 }
+
+/// Whether `b` is in `set` (one of the byte sets below).
+#[inline]
+fn in_set(set: &[bool; 256], b: u8) -> bool {
+    set[usize::from(b)]
+}
+
+/// The bytes that are ASCII alphanumerics (when `alphanumeric`) or in `extra`, as a lookup table.
+const fn byte_set(alphanumeric: bool, extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = alphanumeric && (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// `unreserved` and the `user-unreserved` characters.
+const USER_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'()&=+$,;?/");
+/// `unreserved` and what a `password` may hold besides.
+const PASSWORD_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'()&=+$,");
+/// `paramchar` but escapes: `unreserved` and `param-unreserved`.
+const PARAM_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'()[]/:&+$");
+/// RFC 2396 `uric` but escapes: `unreserved` and `reserved`.
+const URIC_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'();/?:@&=+$,");
+/// A URI scheme after its first letter.
+const SCHEME_CHARS: [bool; 256] = byte_set(true, b"+-.");
+/// A host name or IPv4 address of a SIP URI.
+const HOST_CHARS: [bool; 256] = byte_set(true, b"-.");
+/// What [`plausible_uri`] lets a host hold.
+const PLAUSIBLE_HOST_CHARS: [bool; 256] = byte_set(true, b"-._:");
+/// ASCII white space (`u8::is_ascii_whitespace`), controls, and angle brackets.
+const NOT_IN_PLAUSIBLE_URI: [bool; 256] = {
+    let mut table = byte_set(false, b"\t\n\x0c\r <>\x7f");
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table
+};
+/// ASCII white space (`u8::is_ascii_whitespace`), angle brackets and the double quote.
+const NOT_IN_ADDR_SPEC: [bool; 256] = byte_set(false, b"\t\n\x0c\r <>\"");
+/// A token or a bracketed IPv6 reference (`[]:`).
+const PARAM_VALUE_CHARS: [bool; 256] = byte_set(true, b"-.!%*_+`'~[]:");
 
 fn is_token_char(b: u8) -> bool {
     TOKEN_CHARS[usize::from(b)]
@@ -4331,6 +4367,15 @@ mod equivalence {
                 strings.push(s);
             }
         }
+        // And random strings of any ASCII character, after a scheme now and then.
+        for len in 0..24 {
+            for _ in 0..4000 {
+                let mut s: String =
+                    ["", "sip:", "sips:", "tel:", "x:", "<sip:"][rng.below(6)].into();
+                s.extend((0..len).map(|_| char::from(rng.below(128) as u8)));
+                strings.push(s);
+            }
+        }
         for s in &strings {
             for lenient in [false, true] {
                 assert_eq!(
@@ -4364,6 +4409,36 @@ mod equivalence {
                 reference::request_line(s.as_bytes()).map(|l| (l.method, l.uri, l.version, l.end)),
                 "{s:?}"
             );
+        }
+        for b in 0..=255u8 {
+            let unreserved = is_unreserved(b);
+            let sets: [(&[bool; 256], bool); 10] = [
+                (&USER_CHARS, unreserved || b"&=+$,;?/".contains(&b)),
+                (&PASSWORD_CHARS, unreserved || b"&=+$,".contains(&b)),
+                (&PARAM_CHARS, unreserved || b"[]/:&+$".contains(&b)),
+                (&URIC_CHARS, unreserved || b";/?:@&=+$,".contains(&b)),
+                (
+                    &SCHEME_CHARS,
+                    b.is_ascii_alphanumeric() || b"+-.".contains(&b),
+                ),
+                (&HOST_CHARS, b.is_ascii_alphanumeric() || b"-.".contains(&b)),
+                (
+                    &PLAUSIBLE_HOST_CHARS,
+                    b.is_ascii_alphanumeric() || b"-._:".contains(&b),
+                ),
+                (
+                    &NOT_IN_PLAUSIBLE_URI,
+                    b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>',
+                ),
+                (
+                    &NOT_IN_ADDR_SPEC,
+                    b.is_ascii_whitespace() || b"<>\"".contains(&b),
+                ),
+                (&PARAM_VALUE_CHARS, is_token_char(b) || b"[]:".contains(&b)),
+            ];
+            for (i, (set, old)) in sets.into_iter().enumerate() {
+                assert_eq!(in_set(set, b), old, "set {i}, byte {b}");
+            }
         }
         for m in Method::all() {
             assert_eq!(method_str(m), m.to_string());
