@@ -7,10 +7,9 @@
 //! transaction layer and the proxy need on every message (top Via, Call-ID, CSeq, tags,
 //! Max-Forwards) are pulled out into [`Meta`] during that pass and never re-parsed.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use rsip::headers::UntypedHeader;
 use rsip::Header;
 
@@ -204,9 +203,13 @@ impl Request {
 
     /// Serialize to wire bytes.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = String::with_capacity(512 + self.raw.body.len());
-        let _ = write!(out, "{} {} SIP/2.0\r\n", self.raw.method, self.uri_text);
-        serialize_tail(out, &self.raw.headers, &self.raw.body)
+        let line = [
+            method_str(self.raw.method),
+            " ",
+            &self.uri_text,
+            " SIP/2.0\r\n",
+        ];
+        serialize(&line, &self.raw.headers, &self.raw.body)
     }
 
     /// Remove the first Route header value and return it. Comma-separated Route values are split.
@@ -248,7 +251,7 @@ impl Request {
     /// RFC 3581), so responses find their way back through NAT.
     pub fn stamp_received(&mut self, source: SocketAddr) {
         let via = &self.meta.via;
-        let ip = source.ip().to_string();
+        let ip = ip_text(source.ip());
         let need_received = via.host.trim_start_matches('[').trim_end_matches(']') != ip;
         let fill_rport = via.rport == Some(None);
         if !need_received && !fill_rport {
@@ -256,24 +259,41 @@ impl Request {
         }
         for h in self.raw.headers.iter_mut() {
             if header_name(h).eq_ignore_ascii_case("Via") {
-                let mut values = split_header_values(&header_value(h));
-                if let Some(first) = values.first_mut() {
-                    let mut params: Vec<String> = first
-                        .split(';')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| {
-                            let k = p.split('=').next().unwrap_or("").trim();
-                            !(k.eq_ignore_ascii_case("received")
-                                || (fill_rport && k.eq_ignore_ascii_case("rport")))
-                        })
-                        .collect();
-                    params.push(format!("received={ip}"));
-                    if fill_rport {
-                        params.push(format!("rport={}", source.port()));
+                // The first value's parameters but `received` (and a bare `rport` being filled),
+                // each trimmed, then the new ones; the other values as they were, trimmed.
+                let value = header_value_ref(h);
+                let mut out = String::with_capacity(value.len() + ip.len() + 24);
+                let mut values = header_value_parts(value);
+                if let Some(first) = values.next() {
+                    let mut kept = false;
+                    for p in split(first, b';') {
+                        let p = trim(p);
+                        let k = trim(split(p, b'=').next().unwrap_or(""));
+                        if !(k.eq_ignore_ascii_case("received")
+                            || (fill_rport && k.eq_ignore_ascii_case("rport")))
+                        {
+                            if kept {
+                                out.push(';');
+                            }
+                            out.push_str(p);
+                            kept = true;
+                        }
                     }
-                    *first = params.join(";");
+                    if kept {
+                        out.push(';');
+                    }
+                    out.push_str("received=");
+                    out.push_str(&ip);
+                    if fill_rport {
+                        out.push_str(";rport=");
+                        out.push_str(decimal(source.port().into(), &mut [0; 20]));
+                    }
+                    for v in values {
+                        out.push_str(", ");
+                        out.push_str(v);
+                    }
                 }
-                *h = Header::Via(rsip::headers::Via::from(values.join(", ")));
+                *h = Header::Via(rsip::headers::Via::from(out));
                 break;
             }
         }
@@ -287,10 +307,11 @@ impl Request {
     pub fn set_max_forwards(&mut self, n: u32) {
         remove_headers(&mut self.raw.headers, "Max-Forwards");
         // Max-Forwards goes after the Vias; position is not significant, but keep it near the top.
+        let n_text = decimal(n as usize, &mut [0; 20]).to_owned();
         self.raw
             .headers
             .push(Header::MaxForwards(rsip::headers::MaxForwards::from(
-                n.to_string(),
+                n_text,
             )));
         self.meta.max_forwards = Some(n);
     }
@@ -342,11 +363,15 @@ impl Request {
                     b.lines.push(header_line(h))
                 }
                 Header::To(to) => {
-                    let mut line = format!("To: {}", to.value());
-                    if status != 100 && self.meta.to_tag.is_none() {
-                        if let Some(tag) = to_tag {
-                            let _ = write!(line, ";tag={tag}");
-                        }
+                    let tag = to_tag.filter(|_| status != 100 && self.meta.to_tag.is_none());
+                    let mut line = String::with_capacity(
+                        4 + to.value().len() + tag.map_or(0, |t| t.len() + 5),
+                    );
+                    line.push_str("To: ");
+                    line.push_str(to.value());
+                    if let Some(tag) = tag {
+                        line.push_str(";tag=");
+                        line.push_str(tag);
                     }
                     b.lines.push(line);
                 }
@@ -396,8 +421,8 @@ impl Response {
     pub fn pop_via(&mut self) -> Option<String> {
         let v = pop_first_value(&mut self.raw.headers, "Via");
         self.meta.via_count = self.meta.via_count.saturating_sub(1);
-        if let Some(next) = header_values(&self.raw.headers, "Via").next() {
-            if let Some(via) = parse_via(&next) {
+        if let Some(next) = first_value(&self.raw.headers, "Via") {
+            if let Some(via) = parse_via(next) {
                 self.meta.via = via;
             }
         }
@@ -412,14 +437,10 @@ impl Response {
 
     /// Serialize to wire bytes.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = String::with_capacity(512 + self.raw.body.len());
-        let _ = write!(
-            out,
-            "SIP/2.0 {} {}\r\n",
-            self.raw.status_code.code(),
-            self.reason
-        );
-        serialize_tail(out, &self.raw.headers, &self.raw.body)
+        let mut digits = [0; 20];
+        let code = decimal(self.raw.status_code.code().into(), &mut digits);
+        let line = ["SIP/2.0 ", code, " ", &self.reason, "\r\n"];
+        serialize(&line, &self.raw.headers, &self.raw.body)
     }
 }
 
@@ -492,28 +513,53 @@ impl ResponseBuilder {
 
     /// Wire bytes of the response.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out =
-            BytesMut::with_capacity(256 + self.lines.iter().map(|l| l.len() + 2).sum::<usize>());
-        out.put_slice(format!("SIP/2.0 {} {}\r\n", self.status, self.reason).as_bytes());
+        const SERVER: &[u8] = b"Server: switchboard\r\n";
+        const CONTENT_TYPE: &[u8] = b"Content-Type: ";
+        const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
+        let mut code_digits = [0; 20];
+        let code = decimal(self.status.into(), &mut code_digits);
+        let mut length_digits = [0; 20];
+        let length = decimal(
+            self.body.as_ref().map_or(0, |(_, body)| body.len()),
+            &mut length_digits,
+        );
+        let size = 8
+            + code.len()
+            + 1
+            + self.reason.len()
+            + 2
+            + self.lines.iter().map(|l| l.len() + 2).sum::<usize>()
+            + SERVER.len()
+            + self.body.as_ref().map_or(0, |(ct, body)| {
+                CONTENT_TYPE.len() + ct.len() + 2 + body.len()
+            })
+            + CONTENT_LENGTH.len()
+            + length.len()
+            + 4;
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(b"SIP/2.0 ");
+        out.extend_from_slice(code.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
         for l in &self.lines {
-            out.put_slice(l.as_bytes());
-            out.put_slice(b"\r\n");
+            out.extend_from_slice(l.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        out.put_slice(b"Server: switchboard\r\n");
-        match &self.body {
-            Some((ct, body)) => {
-                out.put_slice(
-                    format!(
-                        "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                out.put_slice(body);
-            }
-            None => out.put_slice(b"Content-Length: 0\r\n\r\n"),
+        out.extend_from_slice(SERVER);
+        if let Some((ct, _)) = &self.body {
+            out.extend_from_slice(CONTENT_TYPE);
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        out.freeze()
+        out.extend_from_slice(CONTENT_LENGTH);
+        out.extend_from_slice(length.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        if let Some((_, body)) = &self.body {
+            out.extend_from_slice(body);
+        }
+        debug_assert_eq!(out.len(), size);
+        Bytes::from(out)
     }
 
     /// Parse the built response back (for the proxy, which keeps the last response of a server
@@ -590,86 +636,94 @@ pub fn canonical_name(name: &str) -> &str {
 
 fn header_name(h: &Header) -> &str {
     match h {
-        Header::Via(_) => "Via",
-        Header::From(_) => "From",
-        Header::To(_) => "To",
-        Header::CallId(_) => "Call-ID",
-        Header::CSeq(_) => "CSeq",
-        Header::Contact(_) => "Contact",
-        Header::MaxForwards(_) => "Max-Forwards",
-        Header::Route(_) => "Route",
-        Header::RecordRoute(_) => "Record-Route",
-        Header::ContentLength(_) => "Content-Length",
-        Header::ContentType(_) => "Content-Type",
-        Header::Expires(_) => "Expires",
-        Header::MinExpires(_) => "Min-Expires",
-        Header::Authorization(_) => "Authorization",
-        Header::ProxyAuthorization(_) => "Proxy-Authorization",
-        Header::WwwAuthenticate(_) => "WWW-Authenticate",
-        Header::ProxyAuthenticate(_) => "Proxy-Authenticate",
-        Header::ProxyRequire(_) => "Proxy-Require",
-        Header::Require(_) => "Require",
-        Header::Supported(_) => "Supported",
-        Header::Allow(_) => "Allow",
-        Header::UserAgent(_) => "User-Agent",
-        Header::Server(_) => "Server",
-        Header::Event(_) => "Event",
         Header::Other(n, _) => canonical_name(n),
-        _ => "",
+        _ => name_and_value(h).0,
     }
 }
 
+/// The name rsip's `Display` writes for `h` (`Other` as written) and the stored value: rsip keeps
+/// each header as its value and prints `Name: value`, so neither needs the formatter.
+fn name_and_value(h: &Header) -> (&str, &str) {
+    macro_rules! untyped {
+        ($($variant:ident => $name:literal,)*) => {
+            match h {
+                $(Header::$variant(x) => ($name, x.value()),)*
+                Header::Other(n, v) => (n.as_str(), v.as_str()),
+            }
+        };
+    }
+    untyped! {
+        Accept => "Accept",
+        AcceptEncoding => "Accept-Encoding",
+        AcceptLanguage => "Accept-Language",
+        AlertInfo => "Alert-Info",
+        Allow => "Allow",
+        AuthenticationInfo => "Authentication-Info",
+        Authorization => "Authorization",
+        CSeq => "CSeq",
+        CallId => "Call-ID",
+        CallInfo => "Call-Info",
+        Contact => "Contact",
+        ContentDisposition => "Content-Disposition",
+        ContentEncoding => "Content-Encoding",
+        ContentLanguage => "Content-Language",
+        ContentLength => "Content-Length",
+        ContentType => "Content-Type",
+        Date => "Date",
+        ErrorInfo => "Error-Info",
+        Event => "Event",
+        Expires => "Expires",
+        From => "From",
+        InReplyTo => "In-Reply-To",
+        MaxForwards => "Max-Forwards",
+        MimeVersion => "Mime-Version",
+        MinExpires => "Min-Expires",
+        Organization => "Organization",
+        Priority => "Priority",
+        ProxyAuthenticate => "Proxy-Authenticate",
+        ProxyAuthorization => "Proxy-Authorization",
+        ProxyRequire => "Proxy-Require",
+        RecordRoute => "Record-Route",
+        ReplyTo => "Reply-To",
+        Require => "Require",
+        RetryAfter => "Retry-After",
+        Route => "Route",
+        Server => "Server",
+        Subject => "Subject",
+        SubscriptionState => "Subscription-State",
+        Supported => "Supported",
+        Timestamp => "Timestamp",
+        To => "To",
+        Unsupported => "Unsupported",
+        UserAgent => "User-Agent",
+        Via => "Via",
+        Warning => "Warning",
+        WwwAuthenticate => "WWW-Authenticate",
+    }
+}
+
+#[cfg(test)]
 fn header_value(h: &Header) -> String {
-    if let Some(v) = header_value_ref(h) {
-        return v.trim().to_owned();
-    }
-    let line = h.to_string();
-    match line.split_once(':') {
-        Some((_, v)) => v.trim().to_owned(),
-        None => String::new(),
-    }
+    header_value_ref(h).trim().to_owned()
 }
 
-/// The stored value of the headers the hot path reads, without formatting the header: rsip keeps
-/// each as `Name: value` only when displayed. `None` for the rest (formatted by [`header_value`]).
-fn header_value_ref(h: &Header) -> Option<&str> {
-    Some(match h {
-        Header::Via(x) => x.value(),
-        Header::From(x) => x.value(),
-        Header::To(x) => x.value(),
-        Header::CallId(x) => x.value(),
-        Header::CSeq(x) => x.value(),
-        Header::Contact(x) => x.value(),
-        Header::MaxForwards(x) => x.value(),
-        Header::Route(x) => x.value(),
-        Header::RecordRoute(x) => x.value(),
-        Header::ContentLength(x) => x.value(),
-        Header::ContentType(x) => x.value(),
-        Header::Expires(x) => x.value(),
-        Header::Authorization(x) => x.value(),
-        Header::ProxyAuthorization(x) => x.value(),
-        Header::Require(x) => x.value(),
-        Header::ProxyRequire(x) => x.value(),
-        Header::Supported(x) => x.value(),
-        Header::Allow(x) => x.value(),
-        Header::Other(_, v) => v.as_str(),
-        _ => return None,
-    })
+/// The stored value of a header, without formatting it.
+fn header_value_ref(h: &Header) -> &str {
+    name_and_value(h).1
 }
 
+/// `Name: value` as rsip's `Display` writes it.
 fn header_line(h: &Header) -> String {
-    h.to_string()
+    let (name, value) = name_and_value(h);
+    let mut line = String::with_capacity(name.len() + 2 + value.len());
+    line.push_str(name);
+    line.push_str(": ");
+    line.push_str(value);
+    line
 }
 
 fn header_name_matches(h: &Header, name: &str) -> bool {
-    let n = header_name(h);
-    if !n.is_empty() {
-        return n.eq_ignore_ascii_case(name);
-    }
-    // Headers without an entry in header_name: compare the serialized name.
-    let line = h.to_string();
-    line.split_once(':')
-        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+    header_name(h).eq_ignore_ascii_case(name)
 }
 
 fn make_header(name: &str, value: String) -> Header {
@@ -685,10 +739,24 @@ fn header_values<'a>(
     headers: &'a rsip::Headers,
     name: &'a str,
 ) -> impl Iterator<Item = String> + 'a {
+    header_value_strs(headers, name).map(str::to_owned)
+}
+
+/// [`header_values`], borrowed. (Splitting the trimmed value gives the same parts as splitting
+/// the value: the parts are trimmed, and white space is none of the characters the split heeds.)
+fn header_value_strs<'a>(
+    headers: &'a rsip::Headers,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .iter()
         .filter(move |h| header_name_matches(h, name))
-        .flat_map(|h| split_header_values(&header_value(h)))
+        .flat_map(|h| header_value_parts(header_value_ref(h)))
+}
+
+/// The first value of the headers named `name`, borrowed.
+fn first_value<'a>(headers: &'a rsip::Headers, name: &'a str) -> Option<&'a str> {
+    header_value_strs(headers, name).next()
 }
 
 /// Remove the first comma-separated value of the first header named `name` (a header of that name
@@ -697,16 +765,26 @@ fn pop_first_value(headers: &mut rsip::Headers, name: &str) -> Option<String> {
     loop {
         let idx = headers.iter().position(|h| header_name_matches(h, name))?;
         let h = headers.iter_mut().nth(idx)?;
-        let mut values = split_header_values(&header_value(h));
-        if values.is_empty() {
+        let value = header_value_ref(h);
+        let mut values = header_value_parts(value);
+        let Some(popped) = values.next() else {
             remove_header_at(headers, idx);
             continue;
-        }
-        let popped = values.remove(0);
-        if values.is_empty() {
-            remove_header_at(headers, idx);
-        } else {
-            *h = make_header(canonical_name(header_name(h)), values.join(", "));
+        };
+        let popped = popped.to_owned();
+        // The values left, joined with ", ".
+        let rest = values.next().map(|second| {
+            let mut rest = String::with_capacity(value.len());
+            rest.push_str(second);
+            for v in values {
+                rest.push_str(", ");
+                rest.push_str(v);
+            }
+            rest
+        });
+        match rest {
+            None => remove_header_at(headers, idx),
+            Some(rest) => *h = make_header(canonical_name(header_name(h)), rest),
         }
         return Some(popped);
     }
@@ -720,26 +798,10 @@ fn remove_header_at(headers: &mut rsip::Headers, idx: usize) {
     });
 }
 
-/// Appends `Name: value` exactly as rsip's `Display` writes it, without going through the
-/// formatter for the headers the hot path handles.
+/// Appends `Name: value` exactly as rsip's `Display` writes it, without the formatter.
+#[cfg(test)]
 fn write_header(out: &mut String, h: &Header) {
-    match h {
-        Header::Other(k, v) => {
-            out.push_str(k);
-            out.push_str(": ");
-            out.push_str(v);
-        }
-        _ => match (header_name(h), header_value_ref(h)) {
-            (n, Some(v)) if !n.is_empty() => {
-                out.push_str(n);
-                out.push_str(": ");
-                out.push_str(v);
-            }
-            _ => {
-                let _ = write!(out, "{h}");
-            }
-        },
-    }
+    out.push_str(&header_line(h));
 }
 
 /// Insert a header at `pos` without copying the others (rsip's `Headers` has no `insert`).
@@ -814,21 +876,96 @@ impl<'a> Iterator for HeaderValueParts<'a> {
     }
 }
 
-fn serialize_tail(mut out: String, headers: &rsip::Headers, body: &[u8]) -> Bytes {
-    for h in headers.iter() {
-        if matches!(h, Header::ContentLength(_))
-            || matches!(h, Header::Other(n, _) if n.eq_ignore_ascii_case("l"))
-        {
-            continue;
-        }
-        write_header(&mut out, h);
-        out.push_str("\r\n");
+/// The wire bytes of a message: `line` (the start line, in pieces, with its CRLF), the headers but
+/// Content-Length, a Content-Length of the body, the empty line and the body. Written into one
+/// buffer of the exact size, so that `Bytes` takes it over without another allocation.
+fn serialize(line: &[&str], headers: &rsip::Headers, body: &[u8]) -> Bytes {
+    let skip = |h: &Header| match h {
+        Header::ContentLength(_) => true,
+        Header::Other(n, _) => n.eq_ignore_ascii_case("l"),
+        _ => false,
+    };
+    let mut digits = [0; 20];
+    let length = decimal(body.len(), &mut digits);
+    const CONTENT_LENGTH: &str = "Content-Length: ";
+    let mut size = line.iter().map(|p| p.len()).sum::<usize>()
+        + CONTENT_LENGTH.len()
+        + length.len()
+        + 4
+        + body.len();
+    for h in headers.iter().filter(|h| !skip(h)) {
+        let (name, value) = name_and_value(h);
+        size += name.len() + value.len() + 4;
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
-    let mut b = BytesMut::with_capacity(out.len() + body.len());
-    b.put_slice(out.as_bytes());
-    b.put_slice(body);
-    b.freeze()
+    let mut out = Vec::with_capacity(size);
+    for p in line {
+        out.extend_from_slice(p.as_bytes());
+    }
+    for h in headers.iter().filter(|h| !skip(h)) {
+        let (name, value) = name_and_value(h);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(CONTENT_LENGTH.as_bytes());
+    out.extend_from_slice(length.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+    debug_assert_eq!(out.len(), size);
+    Bytes::from(out)
+}
+
+/// The address as its `Display` writes it (IPv4 without the formatter).
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(decimal(octet.into(), &mut [0; 20]));
+            }
+            out
+        }
+        std::net::IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+/// `n` in decimal, as `{}` formats it, written into `buf`.
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
+/// The method as rsip's `Display` writes it (which allocates an upper-cased copy of its name).
+fn method_str(m: Method) -> &'static str {
+    match m {
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Info => "INFO",
+        Method::Invite => "INVITE",
+        Method::Message => "MESSAGE",
+        Method::Notify => "NOTIFY",
+        Method::Options => "OPTIONS",
+        Method::PRack => "PRACK",
+        Method::Publish => "PUBLISH",
+        Method::Refer => "REFER",
+        Method::Register => "REGISTER",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Update => "UPDATE",
+    }
 }
 
 /// Parse a Via header value (only the first if comma-separated).
@@ -844,19 +981,19 @@ fn parse_via_lenient(value: &str) -> Option<Via> {
 fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
     let first = header_value_parts(value).next()?;
     // "SIP / 2.0 / UDP host:port;params" — LWS is allowed around the slashes.
-    let mut parts = first.splitn(3, '/');
-    let proto = parts.next()?.trim();
-    let version = parts.next()?.trim();
-    let rest = parts.next()?.trim_start();
+    let (proto, rest) = split_once(first, b'/')?;
+    let (version, rest) = split_once(rest, b'/')?;
+    let (proto, version, rest) = (trim(proto), trim(version), trim_start(rest));
     if !proto.eq_ignore_ascii_case("SIP") || (version != "2.0" && !lenient) {
         return None;
     }
-    let split = rest.find(|c: char| c.is_whitespace())?;
-    let transport = rest[..split].trim();
-    let rest = rest[split..].trim_start();
-    let (sent_by, params) = match rest.find(';') {
-        Some(i) => (rest[..i].trim(), Some(&rest[i + 1..])),
-        None => (rest.trim(), None),
+    let space = find_whitespace(rest)?;
+    // White space ends it, and `rest` starts with none: nothing to trim.
+    let transport = &rest[..space];
+    let rest = trim_start(&rest[space..]);
+    let (sent_by, params) = match split_once(rest, b';') {
+        Some((sent_by, params)) => (trim(sent_by), Some(params)),
+        None => (trim(rest), None),
     };
     let (host, port) = split_host_port(sent_by)?;
     let mut via = Via {
@@ -865,10 +1002,10 @@ fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
         port,
         ..Via::default()
     };
-    for p in params.into_iter().flat_map(|p| p.split(';')) {
-        let (k, v) = match p.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v.trim())),
-            None => (p.trim(), None),
+    for p in params.into_iter().flat_map(|p| split(p, b';')) {
+        let (k, v) = match split_once(p, b'=') {
+            Some((k, v)) => (trim(k), Some(trim(v))),
+            None => (trim(p), None),
         };
         if k.is_empty() {
             // `;;` (RFC 4475 §3.1.2.1).
@@ -888,26 +1025,135 @@ fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
     Some(via)
 }
 
+/// `char::is_whitespace` of an ASCII byte (which `u8::is_ascii_whitespace` is not: it leaves out
+/// vertical tab).
+#[inline]
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | b' ')
+}
+
+/// `str::trim_start`, without decoding characters when the text starts with ASCII.
+#[inline]
+fn trim_start(s: &str) -> &str {
+    match s.as_bytes().first() {
+        Some(&b) if is_ascii_space(b) || !b.is_ascii() => trim_start_slow(s),
+        _ => s,
+    }
+}
+
+fn trim_start_slow(s: &str) -> &str {
+    let n = s.bytes().take_while(|b| is_ascii_space(*b)).count();
+    match s.as_bytes().get(n) {
+        Some(b) if !b.is_ascii() => s[n..].trim_start(),
+        _ => &s[n..],
+    }
+}
+
+/// `str::trim_end`, without decoding characters when the text ends with ASCII.
+#[inline]
+fn trim_end(s: &str) -> &str {
+    match s.as_bytes().last() {
+        Some(&b) if is_ascii_space(b) || !b.is_ascii() => trim_end_slow(s),
+        _ => s,
+    }
+}
+
+fn trim_end_slow(s: &str) -> &str {
+    let end = s.len() - s.bytes().rev().take_while(|b| is_ascii_space(*b)).count();
+    match end.checked_sub(1).map(|i| s.as_bytes()[i]) {
+        Some(b) if !b.is_ascii() => s[..end].trim_end(),
+        _ => &s[..end],
+    }
+}
+
+/// `str::trim`, without decoding characters when the text starts and ends with ASCII.
+#[inline]
+fn trim(s: &str) -> &str {
+    trim_end(trim_start(s))
+}
+
+/// Where the first `char::is_whitespace` character of `s` is.
+fn find_whitespace(s: &str) -> Option<usize> {
+    for (i, b) in s.bytes().enumerate() {
+        if is_ascii_space(b) {
+            return Some(i);
+        }
+        if !b.is_ascii() {
+            return s[i..].find(char::is_whitespace).map(|j| i + j);
+        }
+    }
+    None
+}
+
+/// `s.find(sep)` for an ASCII `sep`, which never matches inside a multi-byte character.
+#[inline]
+fn find(s: &str, sep: u8) -> Option<usize> {
+    find_byte(s.as_bytes(), sep)
+}
+
+/// `s.split_once(sep)` for an ASCII `sep`.
+#[inline]
+fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = find(s, sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `s.rsplit_once(sep)` for an ASCII `sep`.
+#[inline]
+fn rsplit_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().rposition(|b| b == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `s.split(sep)` for an ASCII `sep`.
+fn split(s: &str, sep: u8) -> Split<'_> {
+    Split { rest: Some(s), sep }
+}
+
+/// Iterator of [`split`].
+struct Split<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        match split_once(s, self.sep) {
+            Some((part, rest)) => {
+                self.rest = Some(rest);
+                Some(part)
+            }
+            None => {
+                self.rest = None;
+                Some(s)
+            }
+        }
+    }
+}
+
 /// Split `host[:port]`, handling `[v6]:port`. Returns None for an empty host or a bad port.
 pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
-    let s = s.trim();
+    let s = trim(s);
     if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']')?;
+        let end = find(rest, b']')?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.trim().parse().ok()?),
-            None if after.trim().is_empty() => None,
+            Some(p) => Some(trim(p).parse().ok()?),
+            None if trim(after).is_empty() => None,
             None => return None,
         };
         return Some((host, port));
     }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => {
+    match rsplit_once(s, b':') {
+        Some((h, p)) if find(h, b':').is_none() => {
             if h.is_empty() {
                 return None;
             }
-            Some((h.trim(), Some(p.trim().parse().ok()?)))
+            Some((trim(h), Some(trim(p).parse().ok()?)))
         }
         _ if s.is_empty() => None,
         _ => Some((s, None)),
@@ -916,13 +1162,13 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 
 /// The `tag` parameter of a From/To value (outside the URI's angle brackets).
 pub fn tag_param(value: &str) -> Option<&str> {
-    let after_uri = match value.rfind('>') {
+    let after_uri = match value.bytes().rposition(|b| b == b'>') {
         Some(i) => &value[i + 1..],
         None => value,
     };
-    after_uri.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("tag").then(|| v.trim())
+    split(after_uri, b';').skip(1).find_map(|p| {
+        let (k, v) = split_once(p, b'=')?;
+        trim(k).eq_ignore_ascii_case("tag").then(|| trim(v))
     })
 }
 
@@ -1483,7 +1729,7 @@ impl<'a> MetaBuilder<'a> {
         if field == Field::Other {
             return;
         }
-        let value = value.trim();
+        let value = trim(value);
         match field {
             Field::Other => {}
             Field::ContentLength => {
@@ -1501,7 +1747,7 @@ impl<'a> MetaBuilder<'a> {
             _ if self.error.is_some() => {}
             Field::Via => {
                 // Without a comma the value is one part (none if empty).
-                self.via_count += if value.contains(',') {
+                self.via_count += if find(value, b',').is_some() {
                     header_value_parts(value).count()
                 } else {
                     usize::from(!value.is_empty())
@@ -1591,14 +1837,12 @@ struct RequestLine<'a> {
 
 impl<'a> RequestLine<'a> {
     fn split(bytes: &'a [u8]) -> Option<RequestLine<'a>> {
-        let end = bytes
-            .iter()
-            .position(|b| *b == b'\r' || *b == b'\n')
-            .unwrap_or(bytes.len());
+        let lf = find_byte(bytes, b'\n').unwrap_or(bytes.len());
+        let end = find_byte(&bytes[..lf], b'\r').unwrap_or(lf);
         let line = std::str::from_utf8(&bytes[..end]).ok()?;
-        let mut parts = line.split(' ');
-        let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || method.is_empty() || uri.is_empty() {
+        let (method, rest) = split_once(line, b' ')?;
+        let (uri, version) = split_once(rest, b' ')?;
+        if find(version, b' ').is_some() || method.is_empty() || uri.is_empty() {
             return None;
         }
         Some(RequestLine {
@@ -1704,7 +1948,7 @@ enum UriProblem {
 /// §19.1.1 forbids in a Request-URI), `tel:` numbers and the emergency URNs by [`plausible_uri`],
 /// and anything else that is a well-formed absolute URI (RFC 2396) is an unsupported scheme.
 fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
-    let Some((scheme, rest)) = uri.split_once(':') else {
+    let Some((scheme, rest)) = split_once(uri, b':') else {
         return Err(UriProblem::Malformed);
     };
     if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
@@ -1725,11 +1969,8 @@ fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
         .bytes()
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    let rest_ok =
-        !rest.is_empty() && escapes_ok(rest, |b| is_unreserved(b) || b";/?:@&=+$,".contains(&b));
+        && scheme.bytes().all(|b| in_set(&SCHEME_CHARS, b));
+    let rest_ok = !rest.is_empty() && escapes_ok(rest, |b| in_set(&URIC_CHARS, b));
     if scheme_ok && rest_ok {
         Err(UriProblem::UnsupportedScheme)
     } else {
@@ -1739,42 +1980,36 @@ fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
 
 /// What follows `sip:` in a SIP-URI: `[userinfo "@"] hostport *(";" uri-parameter)`.
 fn sip_uri_rest_is_valid(rest: &str) -> bool {
-    let (userinfo, hostpart) = match rest.split_once('@') {
+    let (userinfo, hostpart) = match split_once(rest, b'@') {
         Some((u, h)) => (Some(u), h),
         None => (None, rest),
     };
     if let Some(u) = userinfo {
-        let (user, password) = match u.split_once(':') {
+        let (user, password) = match split_once(u, b':') {
             Some((user, pw)) => (user, Some(pw)),
             None => (u, None),
         };
-        let user_ok =
-            !user.is_empty() && escapes_ok(user, |b| is_unreserved(b) || b"&=+$,;?/".contains(&b));
-        let pw_ok =
-            password.is_none_or(|p| escapes_ok(p, |b| is_unreserved(b) || b"&=+$,".contains(&b)));
+        let user_ok = !user.is_empty() && escapes_ok(user, |b| in_set(&USER_CHARS, b));
+        let pw_ok = password.is_none_or(|p| escapes_ok(p, |b| in_set(&PASSWORD_CHARS, b)));
         if !user_ok || !pw_ok {
             return false;
         }
     }
-    let (hostport, params) = match hostpart.find(';') {
-        Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
-        None => (hostpart, ""),
-    };
+    let (hostport, params) = split_once(hostpart, b';').unwrap_or((hostpart, ""));
     let host_ok = split_host_port(hostport).is_some_and(|(h, _)| {
         !h.is_empty()
             && if hostport.starts_with('[') {
                 h.bytes()
                     .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
             } else {
-                h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                h.bytes().all(|b| in_set(&HOST_CHARS, b))
             }
-    }) && !hostport.contains(char::is_whitespace);
-    let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
+    }) && find_whitespace(hostport).is_none();
+    let paramchar = |b: u8| in_set(&PARAM_CHARS, b);
     host_ok
         && (params.is_empty()
-            || params.split(';').all(|p| {
-                let (name, value) = match p.split_once('=') {
+            || split(params, b';').all(|p| {
+                let (name, value) = match split_once(p, b'=') {
                     Some((n, v)) => (n, Some(v)),
                     None => (p, None),
                 };
@@ -1785,6 +2020,7 @@ fn sip_uri_rest_is_valid(rest: &str) -> bool {
 }
 
 /// RFC 3261 `unreserved`: alphanum and mark.
+#[cfg(test)]
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
 }
@@ -1813,17 +2049,14 @@ fn escapes_ok(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
 /// A URI good enough to send: `sip:`/`sips:` with a host, `tel:` with a number, or an emergency
 /// service URN; no white space.
 fn plausible_uri(uri: &str) -> bool {
-    if uri
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>')
-    {
+    if uri.bytes().any(|b| in_set(&NOT_IN_PLAUSIBLE_URI, b)) {
         return false;
     }
     if uri.len() > 4 && has_prefix_ci(uri, "urn:") {
         return is_sos_urn(uri);
     }
     if uri.len() > 4 && has_prefix_ci(uri, "tel:") {
-        let number = uri[4..].split(';').next().unwrap_or("");
+        let number = split(&uri[4..], b';').next().unwrap_or("");
         return !number.is_empty()
             && number
                 .bytes()
@@ -1836,17 +2069,13 @@ fn plausible_uri(uri: &str) -> bool {
     } else {
         return false;
     };
-    let hostport = rest
-        .rsplit_once('@')
-        .map_or(rest, |(_, h)| h)
-        .split([';', '?'])
-        .next()
-        .unwrap_or("");
-    split_host_port(hostport).is_some_and(|(h, _)| {
-        !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-    })
+    let hostport = rsplit_once(rest, b'@').map_or(rest, |(_, h)| h);
+    let hostport = hostport
+        .bytes()
+        .position(|b| b == b';' || b == b'?')
+        .map_or(hostport, |i| &hostport[..i]);
+    split_host_port(hostport)
+        .is_some_and(|(h, _)| !h.is_empty() && h.bytes().all(|b| in_set(&PLAUSIBLE_HOST_CHARS, b)))
 }
 
 /// `urn:service:sos` or one of its sub-services (`urn:service:sos.fire`), the emergency service
@@ -1873,13 +2102,12 @@ fn has_prefix_ci(s: &str, prefix: &str) -> bool {
 
 /// The user part of a `sip:`/`sips:` URI, or the number of a `tel:` URI.
 pub fn uri_user(uri: &str) -> Option<&str> {
-    let lower4 = uri.get(..4).map(str::to_ascii_lowercase);
-    if lower4.as_deref() == Some("tel:") {
-        return uri[4..].split(';').next().filter(|n| !n.is_empty());
+    if has_prefix_ci(uri, "tel:") {
+        return split(&uri[4..], b';').next().filter(|n| !n.is_empty());
     }
-    let rest = uri.split_once(':')?.1;
-    let (userinfo, _) = rest.split_once('@')?;
-    let user = userinfo.split(':').next()?;
+    let rest = split_once(uri, b':')?.1;
+    let (userinfo, _) = split_once(rest, b'@')?;
+    let user = split(userinfo, b':').next()?;
     (!user.is_empty()).then_some(user)
 }
 
@@ -1906,19 +2134,19 @@ fn find_head_end(bytes: &[u8]) -> Option<usize> {
 /// (§3.3.4), and spaces just inside the angle brackets are forgiven (§3.1.2.14). Display-name tokens
 /// may carry UTF-8, as some phones send them unquoted.
 fn name_addr_is_valid(value: &str) -> bool {
-    let v = value.trim();
+    let v = trim(value);
     let params = if let Some(quoted) = v.strip_prefix('"') {
         let Some(end) = quoted_string_end(quoted) else {
             return false;
         };
-        match quoted[end..].trim_start().strip_prefix('<') {
+        match trim_start(&quoted[end..]).strip_prefix('<') {
             Some(rest) => match angle_uri_end(rest) {
                 Some(after) => after,
                 None => return false,
             },
             None => return false,
         }
-    } else if let Some(lt) = v.find('<') {
+    } else if let Some(lt) = find(v, b'<') {
         let display_ok = v[..lt]
             .split_ascii_whitespace()
             .all(|t| t.bytes().all(|b| is_token_char(b) || b >= 0x80));
@@ -1928,32 +2156,30 @@ fn name_addr_is_valid(value: &str) -> bool {
         }
     } else {
         // addr-spec: the URI runs to the first `;` and has no white space or brackets.
-        let end = v.find(';').unwrap_or(v.len());
-        let uri = v[..end].trim_end();
+        let end = find(v, b';').unwrap_or(v.len());
+        let uri = trim_end(&v[..end]);
         if uri.is_empty()
-            || !uri.contains(':')
-            || uri
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b"<>\"".contains(&b))
+            || find(uri, b':').is_none()
+            || uri.bytes().any(|b| in_set(&NOT_IN_ADDR_SPEC, b))
         {
             return false;
         }
         &v[end..]
     };
-    let params = params.trim();
+    let params = trim(params);
     params.is_empty()
         || params.strip_prefix(';').is_some_and(|p| {
-            p.split(';').all(|param| {
-                let (name, value) = match param.split_once('=') {
-                    Some((n, val)) => (n.trim(), Some(val.trim())),
-                    None => (param.trim(), None),
+            split(p, b';').all(|param| {
+                let (name, value) = match split_once(param, b'=') {
+                    Some((n, val)) => (trim(n), Some(trim(val))),
+                    None => (trim(param), None),
                 };
                 !name.is_empty()
                     && name.bytes().all(is_token_char)
                     && value.is_none_or(|val| {
                         !val.is_empty()
                             && (val.starts_with('"')
-                                || val.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b)))
+                                || val.bytes().all(|b| in_set(&PARAM_VALUE_CHARS, b)))
                     })
             })
         })
@@ -1976,9 +2202,9 @@ fn quoted_string_end(s: &str) -> Option<usize> {
 
 /// After a `<`: the text following the matching `>`, if the URI between is non-empty.
 fn angle_uri_end(s: &str) -> Option<&str> {
-    let gt = s.find('>')?;
-    let uri = s[..gt].trim();
-    (!uri.is_empty() && !uri.contains(char::is_whitespace) && !uri.contains('<'))
+    let gt = find(s, b'>')?;
+    let uri = trim(&s[..gt]);
+    (!uri.is_empty() && find_whitespace(uri).is_none() && find(uri, b'<').is_none())
         .then(|| &s[gt + 1..])
 }
 
@@ -2022,6 +2248,57 @@ fn classify_failure(bytes: &[u8]) -> ParseError {
     };
     answer_from_raw(bytes, 400, reason)
 }
+
+/// Whether `b` is in `set` (one of the byte sets below).
+#[inline]
+fn in_set(set: &[bool; 256], b: u8) -> bool {
+    set[usize::from(b)]
+}
+
+/// The bytes that are ASCII alphanumerics (when `alphanumeric`) or in `extra`, as a lookup table.
+const fn byte_set(alphanumeric: bool, extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = alphanumeric && (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// `unreserved` and the `user-unreserved` characters.
+const USER_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'()&=+$,;?/");
+/// `unreserved` and what a `password` may hold besides.
+const PASSWORD_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'()&=+$,");
+/// `paramchar` but escapes: `unreserved` and `param-unreserved`.
+const PARAM_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'()[]/:&+$");
+/// RFC 2396 `uric` but escapes: `unreserved` and `reserved`.
+const URIC_CHARS: [bool; 256] = byte_set(true, b"-_.!~*'();/?:@&=+$,");
+/// A URI scheme after its first letter.
+const SCHEME_CHARS: [bool; 256] = byte_set(true, b"+-.");
+/// A host name or IPv4 address of a SIP URI.
+const HOST_CHARS: [bool; 256] = byte_set(true, b"-.");
+/// What [`plausible_uri`] lets a host hold.
+const PLAUSIBLE_HOST_CHARS: [bool; 256] = byte_set(true, b"-._:");
+/// ASCII white space (`u8::is_ascii_whitespace`), controls, and angle brackets.
+const NOT_IN_PLAUSIBLE_URI: [bool; 256] = {
+    let mut table = byte_set(false, b"\t\n\x0c\r <>\x7f");
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table
+};
+/// ASCII white space (`u8::is_ascii_whitespace`), angle brackets and the double quote.
+const NOT_IN_ADDR_SPEC: [bool; 256] = byte_set(false, b"\t\n\x0c\r <>\"");
+/// A token or a bracketed IPv6 reference (`[]:`).
+const PARAM_VALUE_CHARS: [bool; 256] = byte_set(true, b"-.!%*_+`'~[]:");
 
 fn is_token_char(b: u8) -> bool {
     TOKEN_CHARS[usize::from(b)]
@@ -2394,10 +2671,9 @@ Content-Length: 4\r\n\r\nv=0\n";
                 .split_once(':')
                 .map(|(_, v)| v.trim())
                 .unwrap_or("");
-            if let Some(v) = header_value_ref(h) {
-                fast += 1;
-                assert_eq!(v.trim(), slow, "{formatted}");
-            }
+            let v = header_value_ref(h);
+            fast += 1;
+            assert_eq!(v.trim(), slow, "{formatted}");
             assert_eq!(header_value(h), slow, "{formatted}");
         }
         assert!(fast >= 18, "only {fast} headers took the unformatted path");
@@ -3798,6 +4074,7 @@ mod equivalence {
                 .unwrap();
                 let (ours, field) = typed_header(&n, value);
                 assert_eq!(ours, rsip_header, "{n}");
+                assert_eq!(header_line(&ours), ours.to_string(), "{n}");
                 let expected = match canonical_name(header_name(&ours)) {
                     "Via" => Field::Via,
                     "Call-ID" => Field::CallId,
@@ -3920,6 +4197,275 @@ mod equivalence {
         }
     }
 
+    fn same_request(a: &Request, b: &Request) -> bool {
+        a.raw == b.raw && a.meta == b.meta && a.uri_text == b.uri_text
+    }
+
+    /// The helpers, setters and serializers made faster, against their old definitions (in
+    /// `reference`): on every input of the corpus and its mutations, on every header value and
+    /// request line in it, and on random strings heavy in separators and white space (Unicode too).
+    #[test]
+    fn fast_paths_agree_with_their_old_definitions() {
+        let bases: Vec<Vec<u8>> = torture_messages()
+            .into_iter()
+            .chain(source_messages())
+            .map(|(_, m)| m)
+            .collect();
+        let mut rng = Rng(0x0fa5_7ba7_4475_0001);
+        let mut strings: Vec<String> = Vec::new();
+        let (mut requests, mut responses) = (0usize, 0usize);
+        let sources: [SocketAddr; 3] = [
+            "127.0.0.2:5060".parse().unwrap(),
+            "10.30.0.7:40000".parse().unwrap(),
+            "[::1]:5062".parse().unwrap(),
+        ];
+        for base in &bases {
+            let mut all = vec![base.clone()];
+            all.extend(mutations(base, &mut rng));
+            for input in &all {
+                let text = String::from_utf8_lossy(input);
+                for line in text.split("\r\n").take(40) {
+                    if strings.len() < 400_000 {
+                        strings.push(line.to_owned());
+                        if let Some((_, v)) = line.split_once(':') {
+                            strings.push(v.to_owned());
+                            strings.push(v.trim_start().to_owned());
+                        }
+                    }
+                }
+                assert_eq!(
+                    RequestLine::split(input).map(|l| (l.method, l.uri, l.version, l.end)),
+                    reference::request_line(input).map(|l| (l.method, l.uri, l.version, l.end)),
+                    "{text:?}"
+                );
+                match parse(input) {
+                    Ok(Message::Request(r)) => {
+                        requests += 1;
+                        strings.push(r.uri_text.to_string());
+                        assert_eq!(r.to_bytes(), reference::request_bytes(&r), "{text:?}");
+                        for (status, tag) in [(100, None), (180, Some("tg")), (487, Some("x"))] {
+                            let new = r.response(status, "Some Reason", tag);
+                            let old = reference::response(&r, status, "Some Reason", tag);
+                            assert_eq!(new.lines, old.lines, "{text:?}");
+                            assert_eq!(new.to_bytes(), reference::builder_bytes(&old));
+                            let new = new.body("application/sdp", b"v=0\r\n".to_vec());
+                            let old = old.body("application/sdp", b"v=0\r\n".to_vec());
+                            assert_eq!(new.to_bytes(), reference::builder_bytes(&old));
+                        }
+                        for name in ["Via", "v", "Route", "Record-Route", "Contact", "Subject"] {
+                            assert!(
+                                header_values(&r.raw.headers, name)
+                                    .eq(reference::header_values(&r.raw.headers, name)),
+                                "{name} {text:?}"
+                            );
+                        }
+                        let (mut new, mut old) = (r.raw.headers.clone(), r.raw.headers.clone());
+                        for _ in 0..3 {
+                            assert_eq!(
+                                pop_first_value(&mut new, "Route"),
+                                reference::pop_first_value(&mut old, "Route")
+                            );
+                            assert_eq!(new, old, "{text:?}");
+                        }
+                        for source in sources {
+                            let (mut new, mut old) = (r.clone(), r.clone());
+                            new.stamp_received(source);
+                            reference::stamp_received(&mut old, source);
+                            assert!(same_request(&new, &old), "{source} {text:?}");
+                        }
+                        let host = ["10.20.0.1:5060", "[2001:db8::1]", "h.example"][rng.below(3)];
+                        for value in [
+                            format!("SIP/2.0/UDP {host};branch=z9hG4bK-sb-{};rport", rng.next()),
+                            format!("SIP/2.0/TLS {host};branch=z9hG4bKsbA{:016x}", rng.next()),
+                            format!("SIP/2.0/TCP {host}"),
+                        ] {
+                            let (mut new, mut old) = (r.clone(), r.clone());
+                            new.push_via(value.clone());
+                            reference::push_via(&mut old, value);
+                            assert!(same_request(&new, &old), "{text:?}");
+                            assert_eq!(new.to_bytes(), old.to_bytes());
+                        }
+                    }
+                    Ok(Message::Response(r)) => {
+                        responses += 1;
+                        assert_eq!(r.to_bytes(), reference::response_bytes(&r), "{text:?}");
+                        let (mut new, mut old) = (r.clone(), r.clone());
+                        for _ in 0..3 {
+                            assert_eq!(new.pop_via(), reference::pop_via(&mut old));
+                            assert!(new.raw == old.raw && new.meta == old.meta, "{text:?}");
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        assert!(
+            requests > 10_000 && responses > 1_000,
+            "{requests} {responses}"
+        );
+        // Random strings of the pieces these helpers split on.
+        const PIECES: &[&str] = &[
+            " ",
+            " ",
+            "\t",
+            "\u{b}",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{85}",
+            "\r\n",
+            ",",
+            ";",
+            ";",
+            "=",
+            "<",
+            ">",
+            "\"",
+            "\\",
+            ":",
+            ":",
+            "/",
+            "/",
+            "@",
+            "[",
+            "]",
+            "?",
+            "%",
+            "%4A",
+            "a",
+            "Z",
+            "1",
+            "5060",
+            ".",
+            "-",
+            "é",
+            "SIP",
+            "sip",
+            "2.0",
+            "UDP",
+            "tcp",
+            "branch",
+            "rport",
+            "received",
+            "tag",
+            "TAG",
+            "sip:",
+            "sips:",
+            "tel:",
+            "urn:service:sos",
+            "lr",
+            "+1",
+            "::1",
+            "10.0.0.1",
+            "h.example",
+            "z9hG4bK",
+            "70000",
+            "\u{0}",
+        ];
+        for len in 0..24 {
+            for _ in 0..4000 {
+                let s: String = (0..len).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+                strings.push(s);
+            }
+        }
+        // And random strings of any ASCII character, after a scheme now and then.
+        for len in 0..24 {
+            for _ in 0..4000 {
+                let mut s: String =
+                    ["", "sip:", "sips:", "tel:", "x:", "<sip:"][rng.below(6)].into();
+                s.extend((0..len).map(|_| char::from(rng.below(128) as u8)));
+                strings.push(s);
+            }
+        }
+        for s in &strings {
+            for lenient in [false, true] {
+                assert_eq!(
+                    parse_via_inner(s, lenient),
+                    reference::parse_via_inner(s, lenient),
+                    "{s:?}"
+                );
+            }
+            assert_eq!(split_host_port(s), reference::split_host_port(s), "{s:?}");
+            assert_eq!(tag_param(s), reference::tag_param(s), "{s:?}");
+            assert_eq!(
+                name_addr_is_valid(s),
+                reference::name_addr_is_valid(s),
+                "{s:?}"
+            );
+            assert_eq!(angle_uri_end(s), reference::angle_uri_end(s), "{s:?}");
+            assert_eq!(
+                check_request_uri(s),
+                reference::check_request_uri(s),
+                "{s:?}"
+            );
+            assert_eq!(
+                sip_uri_rest_is_valid(s),
+                reference::sip_uri_rest_is_valid(s),
+                "{s:?}"
+            );
+            assert_eq!(plausible_uri(s), reference::plausible_uri(s), "{s:?}");
+            assert_eq!(uri_user(s), reference::uri_user(s), "{s:?}");
+            assert_eq!(
+                RequestLine::split(s.as_bytes()).map(|l| (l.method, l.uri, l.version, l.end)),
+                reference::request_line(s.as_bytes()).map(|l| (l.method, l.uri, l.version, l.end)),
+                "{s:?}"
+            );
+        }
+        for b in 0..=255u8 {
+            let unreserved = is_unreserved(b);
+            let sets: [(&[bool; 256], bool); 10] = [
+                (&USER_CHARS, unreserved || b"&=+$,;?/".contains(&b)),
+                (&PASSWORD_CHARS, unreserved || b"&=+$,".contains(&b)),
+                (&PARAM_CHARS, unreserved || b"[]/:&+$".contains(&b)),
+                (&URIC_CHARS, unreserved || b";/?:@&=+$,".contains(&b)),
+                (
+                    &SCHEME_CHARS,
+                    b.is_ascii_alphanumeric() || b"+-.".contains(&b),
+                ),
+                (&HOST_CHARS, b.is_ascii_alphanumeric() || b"-.".contains(&b)),
+                (
+                    &PLAUSIBLE_HOST_CHARS,
+                    b.is_ascii_alphanumeric() || b"-._:".contains(&b),
+                ),
+                (
+                    &NOT_IN_PLAUSIBLE_URI,
+                    b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>',
+                ),
+                (
+                    &NOT_IN_ADDR_SPEC,
+                    b.is_ascii_whitespace() || b"<>\"".contains(&b),
+                ),
+                (&PARAM_VALUE_CHARS, is_token_char(b) || b"[]:".contains(&b)),
+            ];
+            for (i, (set, old)) in sets.into_iter().enumerate() {
+                assert_eq!(in_set(set, b), old, "set {i}, byte {b}");
+            }
+        }
+        for m in Method::all() {
+            assert_eq!(method_str(m), m.to_string());
+        }
+        for _ in 0..10_000 {
+            let ip = std::net::IpAddr::from(((rng.next() >> 32) as u32).to_be_bytes());
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            199,
+            200,
+            487,
+            65535,
+            1_000_000,
+            usize::MAX,
+        ] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
+
     #[test]
     fn the_placeholder_uri_is_the_one_rsip_read() {
         let raw =
@@ -3930,5 +4476,484 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
             panic!("not a request");
         };
         assert_eq!(placeholder_uri(), r.uri);
+    }
+}
+
+/// The definitions that the fast paths replaced, as they were, to hold the two side by side
+/// (`fast_paths_agree_with_their_old_definitions`): the legacy parser calls the fast helpers too,
+/// so the equivalence tests alone would not see a difference in them.
+#[cfg(test)]
+mod reference {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+    use std::fmt::Write as _;
+
+    pub(super) fn header_values<'a>(
+        headers: &'a rsip::Headers,
+        name: &'a str,
+    ) -> impl Iterator<Item = String> + 'a {
+        headers
+            .iter()
+            .filter(move |h| header_name_matches(h, name))
+            .flat_map(|h| split_header_values(&header_value(h)))
+    }
+
+    pub(super) fn pop_first_value(headers: &mut rsip::Headers, name: &str) -> Option<String> {
+        loop {
+            let idx = headers.iter().position(|h| header_name_matches(h, name))?;
+            let h = headers.iter_mut().nth(idx)?;
+            let mut values = split_header_values(&header_value(h));
+            if values.is_empty() {
+                remove_header_at(headers, idx);
+                continue;
+            }
+            let popped = values.remove(0);
+            if values.is_empty() {
+                remove_header_at(headers, idx);
+            } else {
+                *h = make_header(canonical_name(header_name(h)), values.join(", "));
+            }
+            return Some(popped);
+        }
+    }
+
+    pub(super) fn parse_via_inner(value: &str, lenient: bool) -> Option<Via> {
+        let first = header_value_parts(value).next()?;
+        // "SIP / 2.0 / UDP host:port;params" — LWS is allowed around the slashes.
+        let mut parts = first.splitn(3, '/');
+        let proto = parts.next()?.trim();
+        let version = parts.next()?.trim();
+        let rest = parts.next()?.trim_start();
+        if !proto.eq_ignore_ascii_case("SIP") || (version != "2.0" && !lenient) {
+            return None;
+        }
+        let split = rest.find(|c: char| c.is_whitespace())?;
+        let transport = rest[..split].trim();
+        let rest = rest[split..].trim_start();
+        let (sent_by, params) = match rest.find(';') {
+            Some(i) => (rest[..i].trim(), Some(&rest[i + 1..])),
+            None => (rest.trim(), None),
+        };
+        let (host, port) = split_host_port(sent_by)?;
+        let mut via = Via {
+            transport: transport.to_ascii_uppercase().into(),
+            host: host.into(),
+            port,
+            ..Via::default()
+        };
+        for p in params.into_iter().flat_map(|p| p.split(';')) {
+            let (k, v) = match p.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (p.trim(), None),
+            };
+            if k.is_empty() {
+                // `;;` (RFC 4475 §3.1.2.1).
+                if lenient {
+                    continue;
+                }
+                return None;
+            }
+            if k.eq_ignore_ascii_case("branch") {
+                via.branch = v.map(Into::into);
+            } else if k.eq_ignore_ascii_case("rport") {
+                via.rport = Some(v.and_then(|v| v.parse().ok()));
+            } else if k.eq_ignore_ascii_case("received") {
+                via.received = v.map(Into::into);
+            }
+        }
+        Some(via)
+    }
+
+    pub(super) fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix('[') {
+            let end = rest.find(']')?;
+            let host = &rest[..end];
+            let after = &rest[end + 1..];
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p.trim().parse().ok()?),
+                None if after.trim().is_empty() => None,
+                None => return None,
+            };
+            return Some((host, port));
+        }
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => {
+                if h.is_empty() {
+                    return None;
+                }
+                Some((h.trim(), Some(p.trim().parse().ok()?)))
+            }
+            _ if s.is_empty() => None,
+            _ => Some((s, None)),
+        }
+    }
+
+    pub(super) fn tag_param(value: &str) -> Option<&str> {
+        let after_uri = match value.rfind('>') {
+            Some(i) => &value[i + 1..],
+            None => value,
+        };
+        after_uri.split(';').skip(1).find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("tag").then(|| v.trim())
+        })
+    }
+
+    pub(super) fn name_addr_is_valid(value: &str) -> bool {
+        let v = value.trim();
+        let params = if let Some(quoted) = v.strip_prefix('"') {
+            let Some(end) = quoted_string_end(quoted) else {
+                return false;
+            };
+            match quoted[end..].trim_start().strip_prefix('<') {
+                Some(rest) => match angle_uri_end(rest) {
+                    Some(after) => after,
+                    None => return false,
+                },
+                None => return false,
+            }
+        } else if let Some(lt) = v.find('<') {
+            let display_ok = v[..lt]
+                .split_ascii_whitespace()
+                .all(|t| t.bytes().all(|b| is_token_char(b) || b >= 0x80));
+            match angle_uri_end(&v[lt + 1..]) {
+                Some(after) if display_ok => after,
+                _ => return false,
+            }
+        } else {
+            // addr-spec: the URI runs to the first `;` and has no white space or brackets.
+            let end = v.find(';').unwrap_or(v.len());
+            let uri = v[..end].trim_end();
+            if uri.is_empty()
+                || !uri.contains(':')
+                || uri
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b"<>\"".contains(&b))
+            {
+                return false;
+            }
+            &v[end..]
+        };
+        let params = params.trim();
+        params.is_empty()
+            || params.strip_prefix(';').is_some_and(|p| {
+                p.split(';').all(|param| {
+                    let (name, value) = match param.split_once('=') {
+                        Some((n, val)) => (n.trim(), Some(val.trim())),
+                        None => (param.trim(), None),
+                    };
+                    !name.is_empty()
+                        && name.bytes().all(is_token_char)
+                        && value.is_none_or(|val| {
+                            !val.is_empty()
+                                && (val.starts_with('"')
+                                    || val.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b)))
+                        })
+                })
+            })
+    }
+
+    pub(super) fn angle_uri_end(s: &str) -> Option<&str> {
+        let gt = s.find('>')?;
+        let uri = s[..gt].trim();
+        (!uri.is_empty() && !uri.contains(char::is_whitespace) && !uri.contains('<'))
+            .then(|| &s[gt + 1..])
+    }
+
+    pub(super) fn check_request_uri(uri: &str) -> Result<(), UriProblem> {
+        let Some((scheme, rest)) = uri.split_once(':') else {
+            return Err(UriProblem::Malformed);
+        };
+        if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+            return if sip_uri_rest_is_valid(rest) {
+                Ok(())
+            } else {
+                Err(UriProblem::Malformed)
+            };
+        }
+        if scheme.eq_ignore_ascii_case("tel") || scheme.eq_ignore_ascii_case("urn") {
+            return if plausible_uri(uri) {
+                Ok(())
+            } else {
+                Err(UriProblem::Malformed)
+            };
+        }
+        let scheme_ok = scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        let rest_ok = !rest.is_empty()
+            && escapes_ok(rest, |b| is_unreserved(b) || b";/?:@&=+$,".contains(&b));
+        if scheme_ok && rest_ok {
+            Err(UriProblem::UnsupportedScheme)
+        } else {
+            Err(UriProblem::Malformed)
+        }
+    }
+
+    pub(super) fn sip_uri_rest_is_valid(rest: &str) -> bool {
+        let (userinfo, hostpart) = match rest.split_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        if let Some(u) = userinfo {
+            let (user, password) = match u.split_once(':') {
+                Some((user, pw)) => (user, Some(pw)),
+                None => (u, None),
+            };
+            let user_ok = !user.is_empty()
+                && escapes_ok(user, |b| is_unreserved(b) || b"&=+$,;?/".contains(&b));
+            let pw_ok = password
+                .is_none_or(|p| escapes_ok(p, |b| is_unreserved(b) || b"&=+$,".contains(&b)));
+            if !user_ok || !pw_ok {
+                return false;
+            }
+        }
+        let (hostport, params) = match hostpart.find(';') {
+            Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
+            None => (hostpart, ""),
+        };
+        let host_ok = split_host_port(hostport).is_some_and(|(h, _)| {
+            !h.is_empty()
+                && if hostport.starts_with('[') {
+                    h.bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
+                } else {
+                    h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                }
+        }) && !hostport.contains(char::is_whitespace);
+        let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
+        host_ok
+            && (params.is_empty()
+                || params.split(';').all(|p| {
+                    let (name, value) = match p.split_once('=') {
+                        Some((n, v)) => (n, Some(v)),
+                        None => (p, None),
+                    };
+                    !name.is_empty()
+                        && escapes_ok(name, paramchar)
+                        && value.is_none_or(|v| !v.is_empty() && escapes_ok(v, paramchar))
+                }))
+    }
+
+    pub(super) fn plausible_uri(uri: &str) -> bool {
+        if uri
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>')
+        {
+            return false;
+        }
+        if uri.len() > 4 && has_prefix_ci(uri, "urn:") {
+            return is_sos_urn(uri);
+        }
+        if uri.len() > 4 && has_prefix_ci(uri, "tel:") {
+            let number = uri[4..].split(';').next().unwrap_or("");
+            return !number.is_empty()
+                && number
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b"+-.()*#".contains(&b));
+        }
+        let rest = if uri.len() > 5 && has_prefix_ci(uri, "sips:") {
+            &uri[5..]
+        } else if uri.len() > 4 && has_prefix_ci(uri, "sip:") {
+            &uri[4..]
+        } else {
+            return false;
+        };
+        let hostport = rest
+            .rsplit_once('@')
+            .map_or(rest, |(_, h)| h)
+            .split([';', '?'])
+            .next()
+            .unwrap_or("");
+        split_host_port(hostport).is_some_and(|(h, _)| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        })
+    }
+
+    pub(super) fn uri_user(uri: &str) -> Option<&str> {
+        let lower4 = uri.get(..4).map(str::to_ascii_lowercase);
+        if lower4.as_deref() == Some("tel:") {
+            return uri[4..].split(';').next().filter(|n| !n.is_empty());
+        }
+        let rest = uri.split_once(':')?.1;
+        let (userinfo, _) = rest.split_once('@')?;
+        let user = userinfo.split(':').next()?;
+        (!user.is_empty()).then_some(user)
+    }
+
+    pub(super) fn serialize_tail(mut out: String, headers: &rsip::Headers, body: &[u8]) -> Bytes {
+        for h in headers.iter() {
+            if matches!(h, Header::ContentLength(_))
+                || matches!(h, Header::Other(n, _) if n.eq_ignore_ascii_case("l"))
+            {
+                continue;
+            }
+            let _ = write!(out, "{h}");
+            out.push_str("\r\n");
+        }
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+        let mut b = BytesMut::with_capacity(out.len() + body.len());
+        b.put_slice(out.as_bytes());
+        b.put_slice(body);
+        b.freeze()
+    }
+
+    pub(super) fn request_line(bytes: &[u8]) -> Option<RequestLine<'_>> {
+        let end = bytes
+            .iter()
+            .position(|b| *b == b'\r' || *b == b'\n')
+            .unwrap_or(bytes.len());
+        let line = std::str::from_utf8(&bytes[..end]).ok()?;
+        let mut parts = line.split(' ');
+        let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || method.is_empty() || uri.is_empty() {
+            return None;
+        }
+        Some(RequestLine {
+            method,
+            uri,
+            version,
+            end,
+        })
+    }
+
+    pub(super) fn stamp_received(req: &mut Request, source: SocketAddr) {
+        let via = &req.meta.via;
+        let ip = source.ip().to_string();
+        let need_received = via.host.trim_start_matches('[').trim_end_matches(']') != ip;
+        let fill_rport = via.rport == Some(None);
+        if !need_received && !fill_rport {
+            return;
+        }
+        for h in req.raw.headers.iter_mut() {
+            if header_name(h).eq_ignore_ascii_case("Via") {
+                let mut values = split_header_values(&header_value(h));
+                if let Some(first) = values.first_mut() {
+                    let mut params: Vec<String> = first
+                        .split(';')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| {
+                            let k = p.split('=').next().unwrap_or("").trim();
+                            !(k.eq_ignore_ascii_case("received")
+                                || (fill_rport && k.eq_ignore_ascii_case("rport")))
+                        })
+                        .collect();
+                    params.push(format!("received={ip}"));
+                    if fill_rport {
+                        params.push(format!("rport={}", source.port()));
+                    }
+                    *first = params.join(";");
+                }
+                *h = Header::Via(rsip::headers::Via::from(values.join(", ")));
+                break;
+            }
+        }
+        req.meta.via.received = Some(ip.into());
+        if fill_rport {
+            req.meta.via.rport = Some(Some(source.port()));
+        }
+    }
+
+    pub(super) fn push_via(req: &mut Request, value: String) {
+        if let Some(v) = parse_via_inner(&value, false) {
+            req.meta.via = v;
+        }
+        insert_header(
+            &mut req.raw.headers,
+            0,
+            Header::Via(rsip::headers::Via::from(value)),
+        );
+        req.meta.via_count += 1;
+    }
+
+    pub(super) fn response(
+        req: &Request,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+    ) -> ResponseBuilder {
+        let mut b = ResponseBuilder::new(status, reason);
+        for h in req.raw.headers.iter() {
+            match h {
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                    b.lines.push(header_line(h))
+                }
+                Header::To(to) => {
+                    let mut line = format!("To: {}", to.value());
+                    if status != 100 && req.meta.to_tag.is_none() {
+                        if let Some(tag) = to_tag {
+                            let _ = write!(line, ";tag={tag}");
+                        }
+                    }
+                    b.lines.push(line);
+                }
+                Header::Other(n, _) if is_compact_of(n, &["v", "f", "i", "t"]) => {
+                    b.lines.push(header_line(h))
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+
+    pub(super) fn pop_via(resp: &mut Response) -> Option<String> {
+        let v = pop_first_value(&mut resp.raw.headers, "Via");
+        resp.meta.via_count = resp.meta.via_count.saturating_sub(1);
+        if let Some(next) = header_values(&resp.raw.headers, "Via").next() {
+            if let Some(via) = parse_via_inner(&next, false) {
+                resp.meta.via = via;
+            }
+        }
+        v
+    }
+
+    pub(super) fn request_bytes(req: &Request) -> Bytes {
+        let mut out = String::with_capacity(512 + req.raw.body.len());
+        let _ = write!(out, "{} {} SIP/2.0\r\n", req.raw.method, req.uri_text);
+        serialize_tail(out, &req.raw.headers, &req.raw.body)
+    }
+
+    pub(super) fn response_bytes(resp: &Response) -> Bytes {
+        let mut out = String::with_capacity(512 + resp.raw.body.len());
+        let _ = write!(
+            out,
+            "SIP/2.0 {} {}\r\n",
+            resp.raw.status_code.code(),
+            resp.reason
+        );
+        serialize_tail(out, &resp.raw.headers, &resp.raw.body)
+    }
+
+    pub(super) fn builder_bytes(b: &ResponseBuilder) -> Bytes {
+        let mut out =
+            BytesMut::with_capacity(256 + b.lines.iter().map(|l| l.len() + 2).sum::<usize>());
+        out.put_slice(format!("SIP/2.0 {} {}\r\n", b.status, b.reason).as_bytes());
+        for l in &b.lines {
+            out.put_slice(l.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"Server: switchboard\r\n");
+        match &b.body {
+            Some((ct, body)) => {
+                out.put_slice(
+                    format!(
+                        "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                out.put_slice(body);
+            }
+            None => out.put_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        out.freeze()
     }
 }
