@@ -51,6 +51,11 @@ pub struct ProxyConfig {
     pub aliases: Vec<String>,
     /// Secret that signs our Record-Route entries, so only dialogs we set up are routed by Route.
     pub rr_secret: [u8; 32],
+    /// How many server (and, separately, client) transactions the tables hold before they first
+    /// grow. Growing a table of 100,000 transactions takes a message 1–2 ms (every slot moves to
+    /// fresh memory), and the server table and its key index grow in the same message; sized to
+    /// the load the daemon is set up for (its overload threshold), they never grow in service.
+    pub expected_transactions: usize,
 }
 
 impl Default for ProxyConfig {
@@ -61,6 +66,7 @@ impl Default for ProxyConfig {
             listeners: Vec::new(),
             aliases: Vec::new(),
             rr_secret: [0; 32],
+            expected_transactions: 0,
         }
     }
 }
@@ -254,15 +260,17 @@ impl Proxy {
                 _ => String::new(),
             })
             .collect();
+        let n = cfg.expected_transactions;
         Proxy {
             cfg,
             sent_by,
             local_ips,
-            servers: IdMap::new(),
-            server_keys: KeyIndex::new(),
-            clients: IdMap::new(),
-            client_keys: KeyIndex::new(),
-            timers: BinaryHeap::new(),
+            servers: IdMap::with_capacity(n),
+            server_keys: KeyIndex::with_capacity(n),
+            clients: IdMap::with_capacity(n),
+            client_keys: KeyIndex::with_capacity(n),
+            // About two live timers per transaction (stale entries are skipped when they fire).
+            timers: BinaryHeap::with_capacity(n.saturating_mul(4)),
             out: VecDeque::new(),
             trying: Vec::new(),
             batching: false,

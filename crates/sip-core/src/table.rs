@@ -67,8 +67,13 @@ impl<K: Hash + Eq + Copy, V> Default for IdMap<K, V> {
 
 impl<K: Hash + Eq + Copy, V> IdMap<K, V> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Room for `n` entries before the first growth.
+    pub fn with_capacity(n: usize) -> Self {
         IdMap {
-            map: HashMap::with_hasher(BuildHasherDefault::default()),
+            map: HashMap::with_capacity_and_hasher(n, BuildHasherDefault::default()),
             spare: Vec::new(),
         }
     }
@@ -142,8 +147,13 @@ impl<V: Copy + Eq> Default for KeyIndex<V> {
 
 impl<V: Copy + Eq> KeyIndex<V> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Room for `n` keys before the first growth.
+    pub fn with_capacity(n: usize) -> Self {
         KeyIndex {
-            table: hashbrown::HashTable::new(),
+            table: hashbrown::HashTable::with_capacity(n),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }

@@ -206,6 +206,9 @@ impl Switch {
                 listeners,
                 aliases: c.sip.aliases.clone(),
                 rr_secret,
+                // New INVITEs are refused past this many transactions (app/guard.rs): sized for
+                // it, the transaction tables do not grow (and stall a message) in service.
+                expected_transactions: c.security.overload.max_transactions,
             },
             salt,
         );
