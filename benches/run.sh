@@ -379,6 +379,14 @@ udp_rcvbuf_errors() {
 	awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c + 0 }' /proc/net/snmp
 }
 
+# Time the hypervisor ran something else while this VM's CPUs wanted to run (/proc/stat steal,
+# all CPUs, ms; the kernel counts it in clock ticks, so it is coarse). A VM CPU taken away for a
+# host tick stops the proxy for milliseconds: every call arriving meanwhile waits, whatever the
+# proxy does, so the PDD rung reports it beside its percentiles.
+host_steal_ms() {
+	awk -v hz="$CLK_TCK" '$1 == "cpu" { printf "%d\n", $9 * 1000 / hz }' /proc/stat
+}
+
 # Per-socket drop counters (skmem d<N>) of the proxy's and the UAS's sockets, still open.
 socket_drops() { # addr port
 	ss -Huanm "src $1:$2" 2>/dev/null | tr -d '\n' | sed -n 's/.*skmem:([^)]*,d\([0-9]*\)).*/\1/p'
@@ -428,10 +436,10 @@ PROC_LIMIT=$((DURATION + REG_DURATION + RSS_WARMUP + RSS_REGS / RSS_RATE + RSS_L
 # "SIP/" ... "180 ": INVITEs and 180s only, 4 datagrams per call.
 PDD_FILTER='udp and net 127.0.3.0/24 and (udp[8:4] = 0x494e5649 or (udp[8:4] = 0x5349502f and udp[16:4] = 0x31383020))'
 PDD_TSV="$WORK/pdd.tsv"
-printf 'target\trate\tfail_pct\tn\tadded_p50_ms\tadded_p99_ms\tadded_max_ms\tn_whole\twhole_p50_ms\twhole_p99_ms\twhole_max_ms\tagents\tcapture_dropped\n' >"$PDD_TSV"
+printf 'target\trate\tfail_pct\tn\tadded_p50_ms\tadded_p99_ms\tadded_max_ms\tn_whole\twhole_p50_ms\twhole_p99_ms\twhole_max_ms\tagents\tcapture_dropped\thost_steal_ms\n' >"$PDD_TSV"
 
 run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CPU]
-	local target="$1" rate="$2" pdd="${3:-0}" dir lport uport cport calls t0 t1 c0 c1 rc=0 adir tcpd_pid=""
+	local target="$1" rate="$2" pdd="${3:-0}" dir lport uport cport calls t0 t1 c0 c1 s0 s1 rc=0 adir tcpd_pid=""
 	dir="$WORK/$target-$rate"
 	[[ "$pdd" == 1 ]] && dir="$WORK/$target-pdd-$rate"
 	mkdir -p "$dir"
@@ -467,6 +475,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 		BENCH_PROXY_PIDS="$PROXY_PID $(descendants "$PROXY_PID" | tr '\n' ' ')" bash -c "$BENCH_BEFORE_UAC" || true
 	fi
 	u0="$(udp_rcvbuf_errors)"
+	s0="$(host_steal_ms)"
 	c0="$(tree_ticks "$PROXY_PID")"
 	t0="$(date +%s.%N)"
 	(cd "$dir" && exec timeout -k 5 "$((DURATION + 60))" \
@@ -483,6 +492,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	t1="$(date +%s.%N)"
 	c1="$(tree_ticks "$PROXY_PID")"
 	u1="$(udp_rcvbuf_errors)"
+	s1="$(host_steal_ms)"
 	if [[ -n "${BENCH_AFTER_UAC:-}" ]]; then
 		BENCH_PROXY_PIDS="$PROXY_PID $(descendants "$PROXY_PID" | tr '\n' ' ')" bash -c "$BENCH_AFTER_UAC" || true
 	fi
@@ -500,9 +510,9 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 		okp="$(csv_field "$dir/uac_stats.csv" 'SuccessfulCall(C)')"
 		dropped="$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$dir/tcpdump.out")"
 		res="$(python3 "$HERE/pdd.py" "$dir/pdd.pcap" "$UAC_ADDR" "$PROXY_ADDR" "$UAS_ADDR")"
-		printf '%s\t%s\t%.3f\t%s\t%s\n' "$target" "$rate" "$(awk -v n="$calls" -v ok="$okp" 'BEGIN { print 100 * (n - ok) / n }')" \
-			"$(echo "$res" | tr ' ' '\t')" "${dropped:-?}" >>"$PDD_TSV"
-		tail -n1 "$PDD_TSV" | awk -F'\t' '{ printf "[bench]   PDD (capture): failed %s %%; added by the proxy p50 %s ms, p99 %s ms, max %s ms (n %s); at the UAC p50 %s p99 %s ms; %s agents rung; capture dropped %s\n", $3, $5, $6, $7, $4, $9, $10, $12, $13 }' >&2
+		printf '%s\t%s\t%.3f\t%s\t%s\t%s\n' "$target" "$rate" "$(awk -v n="$calls" -v ok="$okp" 'BEGIN { print 100 * (n - ok) / n }')" \
+			"$(echo "$res" | tr ' ' '\t')" "${dropped:-?}" "$((s1 - s0))" >>"$PDD_TSV"
+		tail -n1 "$PDD_TSV" | awk -F'\t' '{ printf "[bench]   PDD (capture): failed %s %%; added by the proxy p50 %s ms, p99 %s ms, max %s ms (n %s); at the UAC p50 %s p99 %s ms; %s agents rung; capture dropped %s; host steal %s ms\n", $3, $5, $6, $7, $4, $9, $10, $12, $13, $14 }' >&2
 		return 0
 	fi
 
@@ -682,9 +692,12 @@ cp "$PDD_TSV" "$RESULTS_DIR/bench-$STAMP.pdd.tsv"
 		echo "UAC) + (180 out to the UAC − 180 in from the UAS), kernel timestamps, the UAS's own time excluded;"
 		echo "at the UAC = 180 to the UAC − INVITE from the UAC. Agents = distinct users the proxy sent INVITEs to."
 		echo
-		echo "| target | calls/s | failed % | calls measured | added p50 ms | added p99 ms | added max ms | UAC-side p50 ms | UAC-side p99 ms | agents | capture drops |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-		awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $9, $10, $12, $13 }' "$PDD_TSV"
+		echo "Host steal = time the hypervisor took this VM's CPUs away during the UAC's run (/proc/stat, all"
+		echo "CPUs, coarse): it stops the proxy for a host tick (~4 ms here) at a time."
+		echo
+		echo "| target | calls/s | failed % | calls measured | added p50 ms | added p99 ms | added max ms | UAC-side p50 ms | UAC-side p99 ms | agents | capture drops | host steal ms |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $9, $10, $12, $13, $14 }' "$PDD_TSV"
 	fi
 	if has_phase register; then
 		echo
