@@ -260,7 +260,9 @@ impl Proxy {
                 _ => String::new(),
             })
             .collect();
-        let n = cfg.expected_transactions;
+        // Presized up to 4 M transactions (a config asking for more grows past that as needed,
+        // rather than reserving memory it may never use, or more than can be addressed).
+        let n = cfg.expected_transactions.min(1 << 22);
         Proxy {
             cfg,
             sent_by,
