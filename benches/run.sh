@@ -8,11 +8,15 @@
 #                  [--switchboard-bin PATH] [--switchboard-config PATH]
 #                  [--switchboard-cmd 'COMMAND'] [--results-dir DIR] [--no-build]
 #                  [--proxy-sched default|nice:N|fifo:N] [--pin none|PROXY_CPUS/GEN_CPUS]
+#                  [--uacs N]
 #
 # --proxy-sched starts every proxy under test (both targets alike, with all their processes and
 # threads) under `nice -n N` or `chrt -f N` (SCHED_FIFO priority N); default: neither.
 # --pin 0/1 runs every proxy under test on CPU list 0 and every load generator (the SIPps, tcpdump)
 # on CPU list 1 (`taskset -c`), as if the trunks and phones were other machines; default: none.
+# --uacs N splits each call rung's rate and calls over N SIPp UACs (same address, own ports), as if
+# N trunks sent the load: one SIPp sends its calls in ticks (12-24 INVITEs within ~150 us every
+# 4-8 ms at 3,000/s); N send N smaller, unsynchronised ticks. Default 1.
 # Phase `calls`: for every target and every rate of the ladder it starts a fresh proxy, registers
 # --agents agents (digest) from the UAS's ip:port, starts the SIPp UAS there, then a SIPp UAC that
 # dials the merge-line NUMBER rate*duration times at that rate (bounded by -m, SIPp's own -timeout
@@ -54,6 +58,7 @@ SWITCHBOARD_CMD="${SWITCHBOARD_CMD:-}"
 SB_REALM="${BENCH_SWITCHBOARD_REALM:-12345.qh}"
 PROXY_SCHED="${BENCH_PROXY_SCHED:-default}"
 PIN="${BENCH_PIN:-none}"
+UACS="${BENCH_UACS:-1}" # SIPp UACs sharing each call rung's rate (see --uacs)
 
 
 BUILD="${BENCH_BUILD:-1}"
@@ -90,6 +95,7 @@ while [[ $# -gt 0 ]]; do
 		--no-build) BUILD=0; shift ;;
 		--proxy-sched) PROXY_SCHED="$2"; shift 2 ;;
 		--pin) PIN="$2"; shift 2 ;;
+		--uacs) UACS="$2"; shift 2 ;;
 		-h|--help) usage 0 ;;
 		*) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
 	esac
@@ -117,6 +123,7 @@ for ph in $PHASES; do
 		|| { echo "--phases takes calls, pdd, register, rss" >&2; exit 2; }
 done
 [[ "$PDD_RATE" == auto || "$PDD_RATE" =~ ^[0-9]+$ ]] || { echo "--pdd-rate: auto or calls/s" >&2; exit 2; }
+[[ "$UACS" =~ ^[0-9]+$ && "$UACS" -ge 1 && "$UACS" -le 16 ]] || { echo "--uacs must be 1..16" >&2; exit 2; }
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 # The scheduling both proxies run under (the load generators always run as they are).
 case "$PROXY_SCHED" in
@@ -401,6 +408,15 @@ csv_field() { # file column-name
 	' "$1" 2>/dev/null || echo 0
 }
 
+uac_sum() { # dir column-name: the column's last value summed over the rung's UAC stats files
+	local f total=0
+	for f in "$1"/uac_stats.csv "$1"/uac[0-9]*_stats.csv; do
+		[[ -e "$f" ]] || continue
+		total=$((total + $(csv_field "$f" "$2")))
+	done
+	echo "$total"
+}
+
 # Percentiles of one response-time distribution from SIPp -trace_rtt files
 # (lines `date_ms;response_time_ms;rtd_no`): prints "n p50_ms p99_ms".
 rtt_pct() { # rtd_no files...
@@ -478,17 +494,32 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	s0="$(host_steal_ms)"
 	c0="$(tree_ticks "$PROXY_PID")"
 	t0="$(date +%s.%N)"
-	(cd "$dir" && exec timeout -k 5 "$((DURATION + 60))" \
-		"${GEN_PREFIX[@]}" sipp -sf "$HERE/scenarios/uac.xml" -i "$UAC_ADDR" -p "$cport" -t u1 \
-		-s "$NUMBER" -r "$rate" -rp 1000 -m "$calls" -l "$((rate * 4 + 100))" -d "$PAUSE_MS" \
-		-recv_timeout 10000 -timeout "$((DURATION + 45))" \
-		-trace_stat -stf "$dir/uac_stats.csv" -fd 1 -trace_rtt -rtt_freq 1 \
-		-trace_err -error_file "$dir/uac_errors.log" -nostdin \
-		"$PROXY_ADDR:$lport" >"$dir/uac.out" 2>&1 </dev/null) &
-	local uac_pid=$!
-	STARTED_PIDS+=("$uac_pid")
-	wait "$uac_pid" || rc=$?
-	forget_pid "$uac_pid"
+	# UACS SIPp UACs share the rate and the calls (the first takes the remainders); each has its
+	# own port, stats file (uac_stats.csv, uac1_stats.csv, ...) and output (uac.out, uac1.out, ...).
+	local k kr km kp sfx uac_pids=() urc
+	for ((k = 0; k < UACS; k++)); do
+		kr=$((rate / UACS)); km=$((calls / UACS)); sfx=""
+		if [[ "$k" -eq 0 ]]; then
+			kr=$((kr + rate % UACS)); km=$((km + calls % UACS)); kp="$cport"
+		else
+			sfx="$k"; kp="$(free_udp_port "$UAC_ADDR")"
+		fi
+		(cd "$dir" && exec timeout -k 5 "$((DURATION + 60))" \
+			"${GEN_PREFIX[@]}" sipp -sf "$HERE/scenarios/uac.xml" -i "$UAC_ADDR" -p "$kp" -t u1 \
+			-s "$NUMBER" -r "$kr" -rp 1000 -m "$km" -l "$((kr * 4 + 100))" -d "$PAUSE_MS" \
+			-recv_timeout 10000 -timeout "$((DURATION + 45))" \
+			-trace_stat -stf "$dir/uac${sfx}_stats.csv" -fd 1 -trace_rtt -rtt_freq 1 \
+			-trace_err -error_file "$dir/uac${sfx}_errors.log" -nostdin \
+			"$PROXY_ADDR:$lport" >"$dir/uac${sfx}.out" 2>&1 </dev/null) &
+		uac_pids+=("$!")
+		STARTED_PIDS+=("$!")
+	done
+	for k in "${uac_pids[@]}"; do
+		urc=0
+		wait "$k" || urc=$?
+		[[ "$urc" -le "$rc" ]] || rc="$urc"
+		forget_pid "$k"
+	done
 	t1="$(date +%s.%N)"
 	c1="$(tree_ticks "$PROXY_PID")"
 	u1="$(udp_rcvbuf_errors)"
@@ -507,7 +538,7 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 		sleep 1 # let tcpdump read what the kernel still holds before it is stopped
 		stop_pid "$tcpd_pid" INT; forget_pid "$tcpd_pid"
 		local okp dropped res
-		okp="$(csv_field "$dir/uac_stats.csv" 'SuccessfulCall(C)')"
+		okp="$(uac_sum "$dir" 'SuccessfulCall(C)')"
 		dropped="$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$dir/tcpdump.out")"
 		res="$(python3 "$HERE/pdd.py" "$dir/pdd.pcap" "$UAC_ADDR" "$PROXY_ADDR" "$UAS_ADDR")"
 		printf '%s\t%s\t%.3f\t%s\t%s\t%s\n' "$target" "$rate" "$(awk -v n="$calls" -v ok="$okp" 'BEGIN { print 100 * (n - ok) / n }')" \
@@ -517,9 +548,9 @@ run_one() { # target rate [pdd: 1 = capture INVITEs and 180s, report PDD, not CP
 	fi
 
 	local created ok sfailed failed pdd ans
-	created="$(csv_field "$dir/uac_stats.csv" 'TotalCallCreated')"
-	ok="$(csv_field "$dir/uac_stats.csv" 'SuccessfulCall(C)')"
-	sfailed="$(csv_field "$dir/uac_stats.csv" 'FailedCall(C)')"
+	created="$(uac_sum "$dir" 'TotalCallCreated')"
+	ok="$(uac_sum "$dir" 'SuccessfulCall(C)')"
+	sfailed="$(uac_sum "$dir" 'FailedCall(C)')"
 	failed=$((calls - ok)) # anything that did not complete is a failure
 	# rtd 1: INVITE sent -> 180 received (post-dial delay); rtd 2: INVITE sent -> 200 received
 	pdd="$(rtt_pct 1 "$dir"/uac_*_rtt.csv)"
@@ -633,7 +664,7 @@ cp "$PDD_TSV" "$RESULTS_DIR/bench-$STAMP.pdd.tsv"
 	echo "# switchboard macro bench, $(date -u +'%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $(uname -sr); load average before the report: $(cut -d' ' -f1-3 /proc/loadavg). Proxies' scheduling (both targets): ${PROXY_SCHED} (\`--proxy-sched\`)."
-	echo "SIPp UAC $UAC_ADDR -> proxy $PROXY_ADDR -> SIPp UAS $UAS_ADDR, UDP, $WORKERS proxy workers."
+	echo "SIPp UAC $UAC_ADDR ($UACS SIPp UAC process(es) sharing the rate, \`--uacs\`) -> proxy $PROXY_ADDR -> SIPp UAS $UAS_ADDR, UDP, $WORKERS proxy workers. Pinning: $PIN (\`--pin\`)."
 	if has_phase calls; then
 		echo
 		echo "## calls"

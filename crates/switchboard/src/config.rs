@@ -95,6 +95,11 @@ pub struct SipConfig {
     /// it for in-dialog requests to survive a restart.
     #[serde(default)]
     pub rr_secret_hex: Option<String>,
+    /// An INVITE may be handled before non-INVITE messages (ACK, BYE, REGISTER, ...) that arrived
+    /// at most this many milliseconds before it; 0 keeps plain arrival order. Emergency INVITEs
+    /// and responses to INVITEs go first whatever this says (`crate::lanes`). Reloadable.
+    #[serde(default = "default_invite_overtake_ms")]
+    pub invite_overtake_ms: Spanned<u64>,
 }
 
 /// One listening socket.
@@ -344,6 +349,10 @@ fn default_tcp_idle_timeout_s() -> u64 {
 fn default_tcp_partial_timeout_s() -> u64 {
     10
 }
+fn default_invite_overtake_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+
 fn default_t1_ms() -> u64 {
     500
 }
@@ -496,6 +505,16 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                 ));
             }
         }
+    }
+    let overtake = &config.sip.invite_overtake_ms;
+    if *overtake.get_ref() > 1000 {
+        problems.push(at(
+            overtake.span(),
+            format!(
+                "sip.invite_overtake_ms = {}: at most 1000 (ACKs and BYEs would wait that long behind INVITEs)",
+                overtake.get_ref()
+            ),
+        ));
     }
     let t = &config.timers;
     if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
@@ -687,6 +706,22 @@ state_file = "x"
         let l = parse_str(Path::new("t.toml"), MIN).unwrap();
         assert_eq!(l.config.timers.t1_ms, 500);
         assert_eq!(l.config.registrar.algorithms, vec![AlgorithmName::Md5]);
+    }
+
+    #[test]
+    fn invite_overtake_defaults_to_10_ms_and_is_bounded_with_its_line() {
+        let l = parse_str(Path::new("t.toml"), MIN).unwrap();
+        assert_eq!(*l.config.sip.invite_overtake_ms.get_ref(), 10);
+        let at = MIN.find("[sip]\n").expect("MIN has [sip]") + "[sip]\n".len();
+        let text = format!("{}invite_overtake_ms = 5000\n{}", &MIN[..at], &MIN[at..]);
+        let e = parse_str(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        let line = MIN[..at].lines().count() + 1;
+        assert_eq!(e.0[0].line, line, "{e}");
+        assert!(e.0[0].message.contains("invite_overtake_ms = 5000"), "{e}");
+        let text = format!("{}invite_overtake_ms = 0\n{}", &MIN[..at], &MIN[at..]);
+        let l = parse_str(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(*l.config.sip.invite_overtake_ms.get_ref(), 0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The tokio shell: sockets, one core task, one timer, signals, and the registration file.
 //!
 //! All SIP state lives in one [`Switch`] owned by one task, so the hot path takes no locks. Receive
-//! tasks (one per UDP socket, one per TCP connection) hand complete messages over one bounded channel;
-//! the core task answers by sending straight on the sockets. The core never touches the disk:
+//! tasks (one per UDP socket, one per TCP connection) hand complete messages over three bounded
+//! lanes ([`crate::lanes`]); the core task answers by sending straight on the sockets. The core never touches the disk:
 //! registrations are handed to a writer task as text.
 
 use std::net::SocketAddr;
@@ -27,9 +27,11 @@ use crate::ratelimit::LogLimiter;
 use crate::setup::{Setup, SetupErrors};
 use crate::transport::{Inbound, TcpLimits, TcpTransport};
 
-/// Capacity of the channel from receivers to the core. When it is full, UDP receivers drop (the
-/// peer retransmits) and TCP readers wait: memory stays bounded under a flood.
-const INBOUND_QUEUE: usize = 8192;
+/// Capacities of the lanes from receivers to the core (`crate::lanes`): bulk (ACK, BYE, REGISTER,
+/// ...) and setup (INVITEs). When one is full, UDP receivers drop (the peer retransmits) and TCP
+/// readers wait: memory stays bounded under a flood.
+const BULK_QUEUE: usize = 8192;
+const SETUP_QUEUE: usize = 4096;
 
 /// Kernel receive buffer asked for each UDP socket: a burst (a flood, a mass re-registration) waits
 /// here instead of being dropped before we can read it.
@@ -49,76 +51,8 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// Capacity of the reserved channel for emergency INVITEs.
-const EMERGENCY_QUEUE: usize = 1024;
-
-/// A cheap look at a datagram, before any parsing: is it an INVITE whose Request-URI names an
-/// emergency service (110, 119, 120, 122, with an area-code or +86 prefix, or `urn:service:sos`)?
-/// It only chooses the channel; the app classifies properly. A false positive costs nothing but a
-/// place in the reserved queue.
-pub fn looks_like_emergency(bytes: &[u8]) -> bool {
-    let Some(rest) = bytes.strip_prefix(b"INVITE ") else {
-        return false;
-    };
-    let end = rest
-        .iter()
-        .position(|b| *b == b' ' || *b == b'\r')
-        .unwrap_or(rest.len())
-        .min(128);
-    let uri = &rest[..end];
-    if uri
-        .windows(15)
-        .any(|w| w.eq_ignore_ascii_case(b"urn:service:sos"))
-    {
-        return true;
-    }
-    // The user part (sip:) or number (tel:): digits (and separators) ending in a service number.
-    let Some(colon) = uri.iter().position(|b| *b == b':') else {
-        return false;
-    };
-    let user = &uri[colon + 1..];
-    let user_end = user
-        .iter()
-        .position(|b| *b == b'@' || *b == b';')
-        .unwrap_or(user.len());
-    let digits: Vec<u8> = user[..user_end]
-        .iter()
-        .copied()
-        .filter(u8::is_ascii_digit)
-        .collect();
-    digits.len() <= 9
-        && [b"110", b"119", b"120", b"122"]
-            .iter()
-            .any(|n| digits.ends_with(*n))
-}
-
-/// Is this datagram a response to an INVITE (its CSeq method is INVITE)? Those move the setup of
-/// calls in progress along (100, 180, 183, 200) and take the reserved queue. Responses to BYE and
-/// other non-INVITE requests finish nothing a caller waits for: they queue with the requests (at
-/// the end of a SIPp tick twelve 200s for BYEs used to go before the tick's second INVITE).
-pub fn is_invite_response(bytes: &[u8]) -> bool {
-    if !bytes.starts_with(b"SIP/2.0 ") {
-        return false;
-    }
-    // Line starts found with memchr: this runs on every response the UDP intake takes.
-    for nl in memchr::memchr_iter(b'\n', bytes) {
-        let line = &bytes[nl + 1..];
-        if line.starts_with(b"\r\n") || line.starts_with(b"\n") || line.is_empty() {
-            break; // the end of the head
-        }
-        if line.len() > 4 && line[..4].eq_ignore_ascii_case(b"cseq") {
-            let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if let Some(value) = line[4..].trim_ascii_start().strip_prefix(b":") {
-                let mut tokens = value
-                    .split(|b| b.is_ascii_whitespace())
-                    .filter(|t| !t.is_empty());
-                return tokens.nth(1) == Some(b"INVITE".as_slice());
-            }
-        }
-    }
-    false
-}
+/// Capacity of the reserved lane (emergency INVITEs, responses to INVITEs).
+const RESERVED_QUEUE: usize = 1024;
 
 /// After the last pending transaction is answered, how long a draining daemon still routes the
 /// in-dialog requests (ACK, BYE) of calls just set up before it exits.
@@ -312,9 +246,14 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         }
     }
 
-    let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
-    // The reserved path: emergency INVITEs never wait behind (or get dropped with) other traffic.
-    let (etx, mut erx) = mpsc::channel::<Inbound>(EMERGENCY_QUEUE);
+    // The reserved lane: emergency INVITEs never wait behind (or get dropped with) other traffic;
+    // INVITEs go ahead of recent bulk messages (`crate::lanes`).
+    let (lanes, mut lane_rx) = crate::lanes::lanes(
+        RESERVED_QUEUE,
+        SETUP_QUEUE,
+        BULK_QUEUE,
+        Duration::from_millis(*c.sip.invite_overtake_ms.get_ref()),
+    );
     let mut udp: Vec<Arc<UdpSocket>> = Vec::new();
     let mut peeks: Vec<UdpPeek> = Vec::new();
     let mut tcp: Vec<TcpTransport> = Vec::new();
@@ -341,12 +280,12 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                 let local = sock.local_addr().unwrap_or(l.addr);
                 let max = c.sip.max_message_bytes;
                 peeks.push(
-                    UdpPeek::new(&sock, UdpIntake::new(local, max, tx.clone(), etx.clone()))
+                    UdpPeek::new(&sock, UdpIntake::new(local, max, lanes.clone()))
                         .with_context(|| format!("a second descriptor of UDP {}", l.addr))?,
                 );
                 tokio::spawn(udp_receiver(
                     sock.clone(),
-                    UdpIntake::new(local, max, tx.clone(), etx.clone()),
+                    UdpIntake::new(local, max, lanes.clone()),
                 ));
                 udp.push(sock);
             }
@@ -355,7 +294,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     .spawn(TcpTransport::bind(
                         l.addr,
                         stream_limits.clone(),
-                        tx.clone(),
+                        lanes.clone(),
                     ))
                     .await
                     .context("TCP bind task")?
@@ -374,7 +313,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                         l.addr,
                         stream_limits.clone(),
                         handle,
-                        tx.clone(),
+                        lanes.clone(),
                     ))
                     .await
                     .context("TLS bind task")?
@@ -390,8 +329,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
             }
         }
     }
-    drop(tx);
-    drop(etx);
+    drop(lanes);
     warn_demo_credentials(loaded);
 
     let (persist_tx, persist_rx) = mpsc::channel::<String>(1);
@@ -440,14 +378,14 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         tokio::select! {
             // Emergency first, always.
             biased;
-            Some(m) = erx.recv() => first = Some(m),
+            Some(m) = lane_rx.reserved.recv() => first = Some(m),
             // Due timers before new requests: under a load that never lets the queue run dry,
             // retransmissions and timeouts still run (each batch is at most 64 messages).
             _ = tokio::time::sleep_until(sleep_until) => {
                 turn = Some(("timers", std::time::Instant::now()));
                 sw.on_timeout(clock.now(), &mut out);
             }
-            msg = rx.recv() => match msg {
+            msg = lane_rx.ordinary.recv() => match msg {
                 Some(m) => first = Some(m),
                 None => break,
             },
@@ -513,6 +451,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                             warn!("reload: listener changes need a restart; the listeners stay as they are");
                         }
                         sw.apply_reload(&new.loaded, new.plan.clone(), new.bridge.clone());
+                        lane_rx.ordinary.set_overtake(Duration::from_millis(*new.loaded.config.sip.invite_overtake_ms.get_ref()));
                         // New handshakes present the reloaded certificate; connections up keep theirs.
                         if let (Some(h), Some(m)) = (&tls_handle, new.tls.clone()) {
                             let (cert, sha256) = (m.cert_file.display().to_string(), m.fingerprint.clone());
@@ -543,8 +482,8 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
         }
         // SIP messages: this one and whatever else is already queued, up to 64, each timed on its
         // own, each one's output sent before the next is handled (a message never waits for the
-        // rest of its batch). The reserved queue (INVITE responses, emergency INVITEs) goes first
-        // at every step.
+        // rest of its batch). The lanes choose the next one at every step: the reserved lane (INVITE
+        // responses, emergency INVITEs) first, then INVITEs ahead of recent bulk (`crate::lanes`).
         if let Some(m) = first.take() {
             let mut next = Some(m);
             // New INVITEs' 100 Trying wait for the end of the batch (one `sendto` per INVITE in
@@ -568,7 +507,7 @@ pub async fn run(mut setup: Setup, aux: tokio::runtime::Handle) -> anyhow::Resul
                     for p in &mut peeks {
                         p.drain();
                     }
-                    next = erx.try_recv().or_else(|_| rx.try_recv()).ok();
+                    next = lane_rx.try_next();
                 }
             }
             sw.end_batch(clock.now(), &mut out);
@@ -857,33 +796,24 @@ impl Sender {
     }
 }
 
-/// Takes datagrams off a UDP socket into the core's queues. Responses to INVITEs (they move calls
-/// being set up along; [`is_invite_response`]) and emergency INVITEs take the reserved queue;
-/// junk, which is what a flood is made of, never looks like either. When the main queue is full
-/// the datagram is dropped (the sender retransmits). Oversized datagrams get 513 here.
+/// Takes datagrams off a UDP socket into the core's lanes (`crate::lanes`). When a lane is full the
+/// datagram is dropped (the sender retransmits). Oversized datagrams get 513 here.
 struct UdpIntake {
     local: SocketAddr,
     buf: Vec<u8>,
     max: usize,
-    tx: mpsc::Sender<Inbound>,
-    emergency: mpsc::Sender<Inbound>,
+    lanes: crate::lanes::Lanes,
     full_log: LogLimiter,
     big_log: LogLimiter,
 }
 
 impl UdpIntake {
-    fn new(
-        local: SocketAddr,
-        max: usize,
-        tx: mpsc::Sender<Inbound>,
-        emergency: mpsc::Sender<Inbound>,
-    ) -> Self {
+    fn new(local: SocketAddr, max: usize, lanes: crate::lanes::Lanes) -> Self {
         UdpIntake {
             local,
             buf: vec![0u8; max + 1],
             max,
-            tx,
-            emergency,
+            lanes,
             full_log: LogLimiter::new(Duration::from_secs(1)),
             big_log: LogLimiter::new(Duration::from_secs(1)),
         }
@@ -904,14 +834,14 @@ impl UdpIntake {
             peer,
             conn: None,
             bytes: Bytes::copy_from_slice(&self.buf[..n]),
+            received: std::time::Instant::now(),
         };
-        let urgent = is_invite_response(&msg.bytes) || looks_like_emergency(&msg.bytes);
-        let tx = if urgent { &self.emergency } else { &self.tx };
-        if tx.try_send(msg).is_err() {
+        if let Err(e) = self.lanes.try_send(msg) {
             if let Some(n) = self.full_log.allow() {
                 warn!(
                     suppressed = n,
-                    "core queue full: datagram dropped (the sender retransmits)"
+                    lane = e.lane.name(),
+                    "core lane full: datagram dropped (the sender retransmits)"
                 );
             }
         }
@@ -1063,54 +993,5 @@ fn warn_demo_credentials(loaded: &Loaded) {
             listeners = ?exposed,
             "DEMO CREDENTIALS IN USE on a non-loopback listener: anyone can register as a demo agent; replace the [[agents]] entries"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{is_invite_response, looks_like_emergency};
-
-    #[test]
-    fn only_responses_to_invites_take_the_reserved_path() {
-        for yes in [
-            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 INVITE\r\n\r\n",
-            "SIP/2.0 200 OK\r\ncseq :  7  INVITE\r\nContent-Length: 0\r\n\r\n",
-            "SIP/2.0 487 Request Terminated\r\nCSeq:2 INVITE\r\n\r\n",
-            "SIP/2.0 183 Session Progress\nCSeq: 4 INVITE\n\n",
-            "SIP/2.0 200 OK\r\nCSeq: 5 INVITE",
-        ] {
-            assert!(is_invite_response(yes.as_bytes()), "{yes}");
-        }
-        for no in [
-            "SIP/2.0 200 OK\r\nCSeq: 2 BYE\r\n\r\n",
-            "SIP/2.0 200 OK\r\nCSeq: 1 CANCEL\r\n\r\n",
-            "SIP/2.0 200 OK\r\nCSeqX: 1 INVITE\r\nCSeq: 3 OPTIONS\r\n\r\n",
-            // The head ends before a CSeq: the body does not count.
-            "SIP/2.0 200 OK\r\nCall-ID: a\r\n\r\nCSeq: 1 INVITE\r\n",
-            "SIP/2.0 200 OK\nCall-ID: a\n\nCSeq: 1 INVITE\n",
-            "INVITE sip:a@h SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n",
-        ] {
-            assert!(!is_invite_response(no.as_bytes()), "{no}");
-        }
-    }
-
-    #[test]
-    fn emergency_invites_take_the_reserved_path() {
-        for yes in [
-            "INVITE sip:110@127.0.0.1 SIP/2.0",
-            "INVITE sip:0971119@h SIP/2.0",
-            "INVITE tel:+86-971-120 SIP/2.0",
-            "INVITE urn:service:sos.fire SIP/2.0",
-            "INVITE sip:122@h;user=phone SIP/2.0",
-        ] {
-            assert!(looks_like_emergency(yes.as_bytes()), "{yes}");
-        }
-        for no in [
-            "INVITE sip:12345@h SIP/2.0",
-            "BYE sip:110@h SIP/2.0",
-            "INVITE sip:13800138110@h SIP/2.0",
-        ] {
-            assert!(!looks_like_emergency(no.as_bytes()), "{no}");
-        }
     }
 }

@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod flood;
 pub mod ha;
+pub mod lanes;
 pub mod lockout;
 pub mod media_task;
 pub mod metrics;

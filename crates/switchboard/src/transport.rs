@@ -2,7 +2,7 @@
 //! §18, §26.2).
 //!
 //! Transports only move bytes. Every message read, whatever the transport, becomes one [`Inbound`] on
-//! a single bounded channel to the core; replies go back through [`TcpTransport::send`], naming the
+//! one of the core's bounded lanes ([`crate::lanes`]); replies go back through [`TcpTransport::send`], naming the
 //! connection the request came on so the response follows it (§18.2.2).
 //!
 //! # TCP and TLS connections
@@ -18,7 +18,7 @@
 //!
 //! Each connection has a reader task that frames messages with [`StreamFramer`] and a writer task that
 //! drains a bounded queue. Nothing grows without bound:
-//! - the inbound channel is awaited when full, so a core that falls behind stops reading sockets and
+//! - the inbound lane is awaited when full, so a core that falls behind stops reading sockets and
 //!   TCP flow control pushes back on the peers;
 //! - each writer queue holds at most [`TcpLimits::write_queue_messages`]; `send` fails instead of
 //!   waiting when it is full, so the caller can shed load (answer 503) rather than stall;
@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::lanes::Lanes;
 use crate::tls::TlsHandle;
 
 pub use sip_core::message::{ConnId, Transport};
@@ -68,6 +69,8 @@ pub struct Inbound {
     pub conn: Option<ConnId>,
     /// The message: start line through body.
     pub bytes: Bytes,
+    /// When it was read (the core's lanes compare arrival times: `crate::lanes`).
+    pub received: std::time::Instant,
 }
 
 /// Bounds on the TCP transport. Every resource a peer can make us hold is bounded by one of these.
@@ -162,7 +165,7 @@ struct Inner {
     /// The certificate in service and the client config, for a TLS transport.
     tls: Option<TlsHandle>,
     limits: TcpLimits,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Lanes,
     /// So that `send`, which is not async, can open connections from any thread.
     runtime: tokio::runtime::Handle,
     table: Mutex<ConnTable>,
@@ -230,9 +233,9 @@ impl TcpTransport {
     pub async fn bind(
         addr: SocketAddr,
         limits: TcpLimits,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: impl Into<Lanes>,
     ) -> io::Result<TcpTransport> {
-        Self::bind_with(addr, limits, None, inbound).await
+        Self::bind_with(addr, limits, None, inbound.into()).await
     }
 
     /// Like [`bind`](Self::bind), for SIP over TLS: every connection, accepted or opened, runs a TLS
@@ -242,16 +245,16 @@ impl TcpTransport {
         addr: SocketAddr,
         limits: TcpLimits,
         tls: TlsHandle,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: impl Into<Lanes>,
     ) -> io::Result<TcpTransport> {
-        Self::bind_with(addr, limits, Some(tls), inbound).await
+        Self::bind_with(addr, limits, Some(tls), inbound.into()).await
     }
 
     async fn bind_with(
         addr: SocketAddr,
         limits: TcpLimits,
         tls: Option<TlsHandle>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: Lanes,
     ) -> io::Result<TcpTransport> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
@@ -614,7 +617,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     match framer.next_message() {
                         Ok(Some(bytes)) => {
                             completed = true;
-                            let msg = Inbound { transport: inner.transport, local, peer, conn: Some(id), bytes };
+                            let msg = Inbound { transport: inner.transport, local, peer, conn: Some(id), bytes, received: std::time::Instant::now() };
                             // Awaiting a full channel stops this socket's reads: TCP backpressure.
                             if inner.inbound.send(msg).await.is_err() {
                                 return End::InboundClosed;

@@ -40,7 +40,7 @@ impl Switch {
         // An emergency call from a phone never waits for a budget. A stranger's is counted like
         // anything else (it would be refused with 403 anyway), so "110" is no way around the limit.
         let known = self.registrar.has_source_ip(ip);
-        if known && crate::daemon::looks_like_emergency(bytes) {
+        if known && crate::lanes::looks_like_emergency(bytes) {
             return true;
         }
         // Hard bound on state: at twice the overload threshold, addresses without a registered
