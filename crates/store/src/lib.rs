@@ -67,7 +67,9 @@ pub use record::{
     WorkOrder, WorkOrderIds, WorkOrderKind, WorkOrderStatus,
 };
 pub use sqlite::SqliteBackend;
-pub use writer::{CommitNotify, Store, StoreStats, Ticket, WriterConfig, WriterHandle};
+pub use writer::{
+    background_priority, CommitNotify, Store, StoreStats, Ticket, WriterConfig, WriterHandle,
+};
 
 /// Opens the database of `config` (SQLite, or PostgreSQL when `postgres_url` is set),
 /// migrating it, and starts the writer on it.

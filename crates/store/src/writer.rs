@@ -411,12 +411,29 @@ impl<B: StoreBackend> Writer<B> {
     }
 }
 
+/// Makes the calling thread a background one: SCHED_OTHER at nice 10 (the writer's, and the
+/// daemon's outbox thread's).
+///
 /// The writer is throughput work; the thread that hands it records (the daemon's SIP thread) is
 /// latency work. On a shared CPU the scheduler gave the writer slices of its own while calls
 /// waited (a batch of CDRs is ~1–2 ms of SQLite): at nice 10 the SIP thread preempts it when it
 /// wakes, and the writer still gets ~10 % of a CPU that both want (far more than 3,500 CDRs a
 /// second need). Linux: the nice value is per thread, and 0 means the calling one.
-fn background_priority() {
-    // A failure only leaves the priority as it was.
+///
+/// A daemon started under a real-time policy (`chrt -f`, systemd `CPUSchedulingPolicy=fifo`) hands
+/// it to every thread it starts: a SCHED_FIFO writer would run its SQLite batches to the end ahead
+/// of the SIP thread (FIFO threads of one priority never preempt each other). So the writer first
+/// goes back to SCHED_OTHER (always permitted), then to nice 10.
+pub fn background_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    // Failures only leave the policy or priority as they were.
+    let _ = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+    );
     let _ = rustix::process::setpriority_process(None, 10);
 }

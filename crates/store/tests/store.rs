@@ -643,3 +643,60 @@ fn exports_stream_the_same_rows_as_csv_and_jsonl(db: Db) {
     assert_eq!(keys, want, "both formats carry the same columns");
 }
 both!(exports_stream_the_same_rows_as_csv_and_jsonl);
+
+/// The policy (field 41) and nice value (field 19) of the calling process's thread named `name`,
+/// from /proc/self/task/*/stat.
+fn thread_policy_and_nice(name: &str) -> Option<(u32, i32)> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the command, which is in parentheses and may hold spaces.
+        let rest: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        // `rest[0]` is field 3 (state).
+        return Some((rest[41 - 3].parse().ok()?, rest[19 - 3].parse().ok()?));
+    }
+    None
+}
+
+/// A daemon started under a real-time policy (`chrt -f`, systemd `CPUSchedulingPolicy=fifo`)
+/// hands it to every thread it starts; the writer must not keep it (a SCHED_FIFO writer would run
+/// its SQLite batches to the end ahead of the SIP thread). Needs CAP_SYS_NICE (root) to put the
+/// test's own thread under SCHED_FIFO first.
+#[test]
+fn a_writer_started_under_a_real_time_policy_runs_in_the_background() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    // A thread of our own, so the test harness's thread keeps its policy.
+    let (policy, nice) = std::thread::spawn(move || {
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        )
+        .expect("SCHED_FIFO for the test thread (run as root or with CAP_SYS_NICE)");
+        let (store, writer) = store::open(&cfg, None).unwrap();
+        // The writer sets its priority first thing; a record through it proves it is running.
+        let t = store
+            .submit(Record::Cdr(Box::new(common::cdr(1, 1_000))))
+            .unwrap();
+        assert!(store.wait_committed(t, WAIT), "the CDR was not committed");
+        let seen = thread_policy_and_nice("store-writer").expect("a thread named store-writer");
+        writer.shutdown().unwrap();
+        seen
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        policy, 0,
+        "the writer's policy (0 = SCHED_OTHER, 1 = SCHED_FIFO)"
+    );
+    assert_eq!(nice, 10, "the writer's nice value");
+}

@@ -210,8 +210,13 @@ fn main() -> ExitCode {
             init_logging(&setup.loaded.config.log);
             // Two runtimes (ARCHITECTURE.md, "Threads"): SIP is received, routed and sent on this
             // one thread, so a message never waits for a wake-up of another thread; media pacing,
-            // TCP connections and the admin listener get a second thread of their own.
+            // TCP connections and the admin listener get a second thread of their own. The SIP
+            // runtime's blocking threads (config reloads, the registration file) run in the
+            // background like the store's writer: under a real-time policy (deploy/switchboard.
+            // service) they would otherwise run to the end ahead of the SIP thread on its CPU.
             let runtimes = tokio::runtime::Builder::new_current_thread()
+                .thread_name("sb-blocking")
+                .on_thread_start(store::background_priority)
                 .enable_all()
                 .build()
                 .and_then(|sip| {

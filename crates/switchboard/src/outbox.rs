@@ -60,6 +60,9 @@ impl OutboxTask {
         let join = std::thread::Builder::new()
             .name("outbox".into())
             .spawn(move || {
+                // Deliveries wait for no caller: background priority (never an inherited real-time
+                // policy), for this thread and its runtime's worker, which inherits it.
+                store::background_priority();
                 // One worker, multi-thread flavour: store calls run in `block_in_place`, which
                 // the PostgreSQL backend's blocking client needs (it drives its own runtime).
                 let rt = match tokio::runtime::Builder::new_multi_thread()
