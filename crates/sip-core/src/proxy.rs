@@ -792,10 +792,10 @@ impl Proxy {
         let mut popped_ours = false;
         let mut flow = Flow::NONE;
         while let Some(top) = req.top_route() {
-            let Some(r) = RouteUri::parse(&top) else {
+            let Some(r) = RouteUriRef::parse(&top) else {
                 break;
             };
-            if !self.is_local(&r.host, r.port, r.transport) {
+            if !self.is_local(r.host, r.port, r.transport) {
                 break;
             }
             let conn = match r.param("sbflow") {
@@ -1766,11 +1766,10 @@ fn best_response(ctx: &Context) -> Option<Response> {
 
 /// Next hop of an in-dialog request: the top Route if any, else the Request-URI.
 fn next_hop(req: &Request) -> Option<Peer> {
-    let u = match req.top_route() {
-        Some(r) => RouteUri::parse(&r)?,
-        None => RouteUri::parse(req.uri())?,
-    };
-    u.peer()
+    match req.top_route() {
+        Some(r) => RouteUriRef::parse(&r)?.peer(),
+        None => RouteUriRef::parse(req.uri())?.peer(),
+    }
 }
 
 /// One of our listeners, by its place in the config (see [`Proxy::listener_for`]).
@@ -1875,10 +1874,49 @@ pub struct RouteUri {
 impl RouteUri {
     /// Parse `<sip:user@host:port;params>` or a bare `sip:` URI.
     pub fn parse(value: &str) -> Option<RouteUri> {
+        RouteUriRef::parse(value).map(|r| r.to_owned())
+    }
+
+    /// The value of a URI parameter (the first one of that name; names are case-insensitive).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        find_param(&self.uri[self.params.clone()], name)
+    }
+
+    /// The next-hop address, when the host is an IP literal (the core does no DNS).
+    pub fn peer(&self) -> Option<Peer> {
+        peer_of(&self.host, self.port, self.transport)
+    }
+}
+
+/// [`RouteUri`] borrowed from the text it was parsed from: the hot paths (Route processing, the
+/// next hop, the user part of a Contact) read a URI without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUriRef<'a> {
+    /// The URI without angle brackets or header-field parameters.
+    pub uri: &'a str,
+    pub sips: bool,
+    /// The user part, without a password (`user:password@`).
+    pub user: Option<&'a str>,
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub transport: Option<Transport>,
+    params: std::ops::Range<usize>,
+}
+
+impl<'a> RouteUriRef<'a> {
+    /// Parse `<sip:user@host:port;params>` or a bare `sip:` URI.
+    pub fn parse(value: &'a str) -> Option<RouteUriRef<'a>> {
         let v = value.trim();
         let uri = match (v.find('<'), v.find('>')) {
             (Some(a), Some(b)) if a < b => &v[a + 1..b],
-            _ => v.split(|c: char| c.is_whitespace()).next()?,
+            // Up to the first whitespace (ASCII only: `trim` took any other off the ends, and a
+            // URI has none inside).
+            _ => {
+                &v[..v
+                    .bytes()
+                    .position(|b| b.is_ascii_whitespace())
+                    .unwrap_or(v.len())]
+            }
         };
         let (sips, rest) = if let Some(r) = strip_prefix_ci(uri, "sips:") {
             (true, r)
@@ -1886,7 +1924,7 @@ impl RouteUri {
             (false, strip_prefix_ci(uri, "sip:")?)
         };
         let rest_at = uri.len() - rest.len();
-        let rest = rest.split('?').next()?;
+        let rest = &rest[..rest.find('?').unwrap_or(rest.len())];
         let (userinfo, hostpart) = match rest.rfind('@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
             None => (None, rest),
@@ -1907,11 +1945,11 @@ impl RouteUri {
         if sips && transport.is_none() {
             transport = Some(Transport::Tls);
         }
-        Some(RouteUri {
-            uri: uri.to_owned(),
+        Some(RouteUriRef {
+            uri,
             sips,
-            user: userinfo.map(|u| u.split(':').next().unwrap_or(u).to_owned()),
-            host: host.to_owned(),
+            user: userinfo.map(|u| u.split(':').next().unwrap_or(u)),
+            host,
             port,
             transport,
             params,
@@ -1919,27 +1957,48 @@ impl RouteUri {
     }
 
     /// The value of a URI parameter (the first one of that name; names are case-insensitive).
-    pub fn param(&self, name: &str) -> Option<&str> {
-        param_pairs(&self.uri[self.params.clone()])
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v)
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        find_param(&self.uri[self.params.clone()], name)
     }
 
     /// The next-hop address, when the host is an IP literal (the core does no DNS).
     pub fn peer(&self) -> Option<Peer> {
-        let ip: IpAddr = self.host.parse().ok()?;
-        let transport = self.transport.unwrap_or(Transport::Udp);
-        let port = self.port.unwrap_or(if transport == Transport::Tls {
-            5061
-        } else {
-            5060
-        });
-        Some(Peer {
-            transport,
-            addr: SocketAddr::new(ip, port),
-            conn: None,
-        })
+        peer_of(self.host, self.port, self.transport)
     }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> RouteUri {
+        RouteUri {
+            uri: self.uri.to_owned(),
+            sips: self.sips,
+            user: self.user.map(str::to_owned),
+            host: self.host.to_owned(),
+            port: self.port,
+            transport: self.transport,
+            params: self.params.clone(),
+        }
+    }
+}
+
+fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    param_pairs(params)
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v)
+}
+
+fn peer_of(host: &str, port: Option<u16>, transport: Option<Transport>) -> Option<Peer> {
+    let ip: IpAddr = host.parse().ok()?;
+    let transport = transport.unwrap_or(Transport::Udp);
+    let port = port.unwrap_or(if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    });
+    Some(Peer {
+        transport,
+        addr: SocketAddr::new(ip, port),
+        conn: None,
+    })
 }
 
 /// `name[=value]` pairs of a `;`-separated parameter list (without its leading `;`), trimmed.

@@ -19,8 +19,8 @@ use sip_core::auth::{
 };
 use sip_core::message::{Method, Peer, Request, Transport};
 use sip_core::proxy::{
-    Event, FailurePolicy, Listener, Output, Proxy, ProxyConfig, RouteUri, ServerId, Target,
-    Transmit,
+    Event, FailurePolicy, Listener, Output, Proxy, ProxyConfig, RouteUri, RouteUriRef, ServerId,
+    Target, Transmit,
 };
 use sip_core::registrar::{BindingRecord, Registrar, RegistrarConfig, SourceInfo};
 use sip_core::table::IdMap;
@@ -467,7 +467,7 @@ impl Switch {
                 if (200..300).contains(&status) {
                     // The agent's 2xx is on its way to the caller, who now talks to the agent.
                     self.stop_early_media(id);
-                    let user = RouteUri::parse(&target).and_then(|u| u.user);
+                    let user = RouteUriRef::parse(&target).and_then(|u| u.user.map(str::to_owned));
                     self.cdr_update(
                         id,
                         |c, _| {
@@ -1034,7 +1034,7 @@ impl Switch {
         self.registrar
             .lookup(user, now)
             .filter_map(|b| {
-                let uri = RouteUri::parse(&b.contact_uri)?;
+                let uri = RouteUriRef::parse(&b.contact_uri)?;
                 let transport = b.transport;
                 // UDP: the REGISTER's source address (NAT). TCP/TLS: the phone's connection while it
                 // lives, else a new connection to its Contact address (a stream's source port is
@@ -1044,7 +1044,7 @@ impl Switch {
                     _ => uri.peer().map_or(b.source, |p| p.addr),
                 };
                 Some(Target {
-                    uri: uri.uri,
+                    uri: uri.uri.to_owned(),
                     peer: Peer {
                         transport,
                         addr,
@@ -1401,8 +1401,8 @@ impl Switch {
 /// parameters); empty when it names none.
 fn referrer(by: &str) -> String {
     let by = by.trim();
-    if let Some(user) = RouteUri::parse(by).and_then(|u| u.user) {
-        return user;
+    if let Some(user) = RouteUriRef::parse(by).and_then(|u| u.user) {
+        return user.to_owned();
     }
     let inner = by
         .split_once('<')
@@ -1453,7 +1453,9 @@ fn describe_queue(q: &QueueRoute<'_>) -> String {
 
 /// The user part of the URI in header `name` (To, From).
 fn header_user(req: &Request, name: &str) -> Option<String> {
-    RouteUri::parse(&req.header(name)?)?.user
+    RouteUriRef::parse(&req.header(name)?)?
+        .user
+        .map(str::to_owned)
 }
 
 /// The caller's number: P-Asserted-Identity if the trunk sent one, else the From user.
@@ -1462,8 +1464,8 @@ fn caller_number(req: &Request) -> String {
         .header("P-Asserted-Identity")
         .or_else(|| req.header("From"))
         .unwrap_or_default();
-    RouteUri::parse(&v)
-        .and_then(|u| u.user)
+    RouteUriRef::parse(&v)
+        .and_then(|u| u.user.map(str::to_owned))
         .or_else(|| {
             // tel: URIs
             let start = v.find("tel:")? + 4;

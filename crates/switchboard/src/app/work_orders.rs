@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use sip_core::proxy::RouteUri;
+use sip_core::proxy::RouteUriRef;
 use sip_core::time::Instant;
 use store::{Cdr, LineMode, NewOrder, Outcome, Record, WorkOrderKind};
 use tracing::{info, warn};
@@ -69,7 +69,7 @@ impl Switch {
             let answered_by = cdr
                 .target
                 .as_deref()
-                .and_then(RouteUri::parse)
+                .and_then(RouteUriRef::parse)
                 .and_then(|u| u.peer())
                 .map(|p| p.addr.ip())
                 .filter(|ip| targets.contains(ip));
