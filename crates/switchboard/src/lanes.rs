@@ -12,7 +12,9 @@
 //!
 //! Between setup and bulk the core keeps arrival order, except that an INVITE may go ahead of
 //! bulk messages that arrived at most `overtake` before it (`[sip] invite_overtake_ms`, 10 ms by
-//! default; 0 keeps plain arrival order). Trunks and SIPp send in ticks: a tick's BYEs, then its
+//! default; 0 keeps plain arrival order). "Arrived" is when the intake read the message off its
+//! socket: the core reads its UDP sockets between any two messages (`daemon::UdpPeek`), so that is
+//! within one message's handling of the kernel's arrival. Trunks and SIPp send in ticks: a tick's BYEs, then its
 //! INVITEs within a few hundred µs; without this the tick's first INVITE waited for every BYE (and
 //! its 200) before it. The bound is on arrival times, not on queueing time, so under a backlog
 //! that never drains the bulk lane still moves in arrival order with the INVITEs, held back by at

@@ -91,6 +91,14 @@ fn options_answered_around_the_invite(overtake_ms: u64) -> (usize, usize) {
         seen[at].1, "404",
         "the INVITE to an unknown number: {seen:?}"
     );
+    // Refused within the batch it came in, it gets no 100 Trying at all (ARCHITECTURE.md,
+    // Threads: a held 100 is dropped when the INVITE's own answer goes first).
+    assert!(
+        !seen
+            .iter()
+            .any(|(c, st)| c.ends_with("INVITE") && st == "100"),
+        "a 100 Trying for an INVITE answered at once: {seen:?}"
+    );
     let options =
         |part: &[(String, String)]| part.iter().filter(|(c, _)| c.ends_with("OPTIONS")).count();
     eprintln!(
