@@ -993,6 +993,7 @@ impl Switch {
         let mut call = Call::new(steps.into(), &req.meta.call_id, self.trunk_failover);
         call.caller = caller.clone();
         call.trunk_prefecture = trunk_prefecture.clone();
+        call.requires_100rel = requires_100rel(req);
         if self.media.is_some() && req.method() == Method::Invite {
             call.media = early_media::MediaInfo::from_request(req);
             call.media.merged = mode == "merge";
@@ -1305,6 +1306,10 @@ struct Call {
     trunk_prefecture: Option<String>,
     /// The caller's SDP offer and what its announcements depend on.
     media: early_media::MediaInfo,
+    /// The INVITE had `Require: 100rel`: every provisional response to it must be sent reliably
+    /// (RFC 3262 §3), which the switchboard's own 182 and 183 are not (no PRACK here). So it
+    /// sends that caller neither; the agent's own provisionals are relayed as they come.
+    requires_100rel: bool,
 }
 
 impl Call {
@@ -1324,6 +1329,7 @@ impl Call {
             caller: String::new(),
             trunk_prefecture: None,
             media: early_media::MediaInfo::default(),
+            requires_100rel: false,
         }
     }
 }
@@ -1449,6 +1455,14 @@ fn describe_queue(q: &QueueRoute<'_>) -> String {
         ),
         _ => format!("hotline → queue {}", q.queue),
     }
+}
+
+/// Whether the request's Require header field names the `100rel` option tag (RFC 3262).
+fn requires_100rel(req: &Request) -> bool {
+    req.header_values("Require").any(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("100rel"))
+    })
 }
 
 /// The user part of the URI in header `name` (To, From).

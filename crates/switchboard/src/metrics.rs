@@ -79,7 +79,8 @@ pub const WORK_ORDERS: &str = "switchboard_work_orders_total";
 pub const MEDIA_STREAMS: &str = "switchboard_media_streams";
 /// RTP ports of the `[media]` range allocated to calls now.
 pub const MEDIA_PORTS_IN_USE: &str = "switchboard_media_ports_in_use";
-/// SDP offers of queued calls, by `result` = `answered` | `no_codec` | `no_port` | `busy`.
+/// SDP offers of queued calls, by `result` = `answered` | `no_codec` | `no_port` | `busy` |
+/// `requires_100rel` (the caller requires reliable provisionals: no 183, no announcements).
 pub const MEDIA_OFFERS: &str = "switchboard_media_offers_total";
 /// RTP ports the media task could not bind (the caller got no announcement).
 pub const MEDIA_BIND_FAILURES: &str = "switchboard_media_bind_failures_total";

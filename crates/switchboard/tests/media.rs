@@ -406,6 +406,39 @@ fn an_offer_without_g711_gets_182_and_no_early_media() {
     );
 }
 
+/// RFC 3262: a caller whose INVITE says `Require: 100rel` may only get provisional responses sent
+/// reliably, which the switchboard's own 182 Queued and 183 (early media) are not. It waits in
+/// the queue without them (SIPp fails the call on an unexpected 182 or 183), hears no
+/// announcement, and its CANCEL still finds the call waiting (200, then 487).
+#[test]
+fn a_caller_requiring_100rel_waits_without_182_or_183() {
+    let d = daemon(port_range(20), &[]);
+    let rtp = UdpSocket::bind("127.0.3.10:0").unwrap();
+    let c = caller(
+        &d,
+        "uac_require_100rel.xml",
+        "127.0.3.11",
+        rtp.local_addr().unwrap(),
+        "8 0",
+        &["-d", "1500"],
+    );
+    let got = receive(&rtp, Duration::from_millis(1500));
+    let (ok, diag) = c.finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    assert!(!diag.contains("SIP/2.0 182"), "{diag}");
+    assert!(!diag.contains("SIP/2.0 183"), "{diag}");
+    assert!(got.is_empty(), "{} RTP packets", got.len());
+    let s = scrape(&d);
+    assert_eq!(
+        sample(
+            &s,
+            "switchboard_media_offers_total{result=\"requires_100rel\"}"
+        ),
+        Some(1.0),
+        "the offer was seen and turned down for 100rel: {s}"
+    );
+}
+
 #[test]
 fn a_thousand_queued_calls_leak_no_port() {
     // 200 ports: 100 streams at most at once; 1000 calls at 100/s that each wait 300 ms need ~40.

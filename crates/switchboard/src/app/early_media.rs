@@ -142,6 +142,12 @@ impl Switch {
         let Some(body) = call.media.offer.as_deref() else {
             return;
         };
+        if call.requires_100rel {
+            // A 183 would have to be sent reliably (see `Call::requires_100rel`).
+            debug!(?id, "Require: 100rel: no early media");
+            metrics::counter!(m::MEDIA_OFFERS, "result" => "requires_100rel").increment(1);
+            return;
+        }
         let offer = match sdp::parse(body) {
             Ok(o) => o,
             Err(e) => {

@@ -372,6 +372,9 @@ impl Switch {
 
     /// `182 Queued` now, and again every `queued_refresh` while the call waits.
     fn send_queued(&mut self, now: Instant, id: ServerId, position: u32) {
+        if self.calls.get(&id).is_some_and(|c| c.requires_100rel) {
+            return; // it may only get reliable provisionals (see `Call::requires_100rel`)
+        }
         if let Some(mut b) = self.proxy.response_for(id, 182, "Queued") {
             b.push_header("X-Queue-Position", position);
             let _ = self.proxy.respond(now, id, b);
