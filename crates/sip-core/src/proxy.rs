@@ -836,6 +836,30 @@ impl Proxy {
             return;
         };
         self.reply(now, cancel_id, 200, "OK");
+        self.terminate(now, invite_id);
+    }
+
+    /// Whether `req` belongs to the early dialog our own provisional responses (the app's 182,
+    /// 183: our To tag and Contact) set up on INVITE `id`, still unanswered: the INVITE's Call-ID
+    /// and From tag, and our To tag.
+    pub fn is_our_early_dialog(&self, id: ServerId, req: &Request) -> bool {
+        let Some(e) = self.servers.get(&id) else {
+            return false;
+        };
+        let Some(invite) = e.request.as_ref() else {
+            return false;
+        };
+        invite.method() == Method::Invite
+            && !server_is_final(e)
+            && invite.meta.call_id == req.meta.call_id
+            && invite.meta.from_tag == req.meta.from_tag
+            && req.meta.to_tag.as_deref() == Some(self.tag(id.0).as_str())
+    }
+
+    /// End INVITE `id` as a CANCEL does: its ringing branches are cancelled (their 487 goes
+    /// upstream as the best response), or, not forwarded (held by the application, e.g.
+    /// queued), it is answered 487 here; then `Event::Cancelled`. Nothing for an answered one.
+    pub fn terminate(&mut self, now: Instant, invite_id: ServerId) {
         let Some(entry) = self.servers.get_mut(&invite_id) else {
             return;
         };

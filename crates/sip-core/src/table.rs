@@ -128,6 +128,12 @@ impl<K: Hash + Eq + Copy, V> IdMap<K, V> {
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values().filter_map(|v| v.as_ref().as_ref())
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().as_ref().map(|v| (k, v)))
+    }
 }
 
 /// An index from peer-chosen keys to the ids of entries that keep their own key (see the module

@@ -547,12 +547,34 @@ impl Switch {
                     &[("Allow", ALLOW), ("Accept", "application/sdp")],
                 );
             }
+            Method::Bye if req.meta.to_tag.is_some() => match self.early_dialog_invite(&req) {
+                // The caller hangs up inside the early dialog our own 182/183 set up (RFC 3261
+                // §15 lets a caller send BYE there instead of CANCEL): end the call as a CANCEL
+                // would, so it does not stay queued for an agent to pick up a dead line.
+                Some(invite) => {
+                    self.reply(now, id, 200, "OK", &[]);
+                    self.proxy.terminate(now, invite);
+                }
+                None => self.reply(now, id, 481, "Call/Transaction Does Not Exist", &[]),
+            },
             _ if req.meta.to_tag.is_some() => {
                 // In dialog but not along our Record-Route: we hold no such dialog.
                 self.reply(now, id, 481, "Call/Transaction Does Not Exist", &[]);
             }
             _ => self.on_initial(now, id, &req, source),
         }
+    }
+
+    /// The unanswered INVITE whose early dialog with us `req` belongs to (see
+    /// `Proxy::is_our_early_dialog`). A scan of the calls in progress: only in-dialog requests
+    /// that did not come along our Record-Route get here, which no established call sends.
+    fn early_dialog_invite(&self, req: &Request) -> Option<ServerId> {
+        self.calls
+            .iter()
+            .find(|(id, c)| {
+                *c.sip_call_id == *req.meta.call_id && self.proxy.is_our_early_dialog(**id, req)
+            })
+            .map(|(id, _)| *id)
     }
 
     fn on_register(&mut self, now: Instant, id: ServerId, req: &Request, source: Peer) {

@@ -119,6 +119,28 @@ fn a_caller_who_hangs_up_in_the_queue_is_counted_as_abandoned() {
     assert!(wait_for_log(&d, "caller abandoned"), "{}", d.log());
 }
 
+/// Some phones hang up with BYE inside the early dialog our 182 Queued set up (RFC 3261 §15
+/// allows it) instead of CANCEL. The BYE gets 200, the INVITE 487, and the call leaves the queue
+/// (abandoned) instead of staying there for an agent to pick up a dead line. Before, the BYE
+/// got 481 and the call stayed queued.
+#[test]
+fn a_caller_who_hangs_up_with_bye_in_the_queue_leaves_it() {
+    let d = Daemon::start();
+    let (ok, diag) = uac(
+        &d,
+        "caller bye",
+        "uac_bye_early.xml",
+        "12345",
+        "127.0.0.2",
+        &["-d", "500"],
+    )
+    .finish(LIMIT);
+    assert!(ok, "{diag}\n--- daemon\n{}", d.log());
+    assert!(diag.contains("SIP/2.0 182 Queued"), "{diag}");
+    assert!(!diag.contains("SIP/2.0 481"), "{diag}");
+    assert!(wait_for_log(&d, "caller abandoned"), "{}", d.log());
+}
+
 #[test]
 fn queued_is_refreshed_while_waiting_and_the_first_agent_to_log_in_takes_the_call() {
     // A 4-minute wait with 60 s refreshes, shortened: 182 every second for about 4 seconds.
